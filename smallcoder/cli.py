@@ -1,0 +1,30 @@
+"""The `smallcoder` command line. Heavy imports happen inside commands."""
+
+import click
+
+from smallcoder import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="smallcoder")
+def main():
+    """Train, fine-tune, convert, run and evaluate SmallCoder (Keras 3)."""
+
+
+def _register():
+    # Each command lives in smallcoder/commands/<name>.py and imports only click
+    # at module level; the work happens inside the command function.
+    import importlib
+    import pkgutil
+
+    from smallcoder import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"smallcoder.commands.{info.name}")
+        main.add_command(module.command)
+
+
+_register()
+
+if __name__ == "__main__":
+    main()

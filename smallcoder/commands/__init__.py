@@ -1,0 +1,1 @@
+"""CLI commands: each module defines `command`, a click command or group."""
