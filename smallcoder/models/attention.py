@@ -1,0 +1,125 @@
+"""Multi-head attention with grouped KV heads, RoPE and a KV cache."""
+
+import keras
+from keras import ops
+
+from keras_hub.layers import RotaryEmbedding
+
+
+class SmallCoderAttention(keras.layers.Layer):
+    """Causal self-attention of a LLaMA block (no biases).
+
+    RoPE uses the Hugging Face rotate-half convention (keras-hub's
+    `RotaryEmbedding` rotates the two halves of each head, as `transformers`'
+    Llama does). The core is `keras.ops.dot_product_attention`, which lowers to
+    the backend's fused kernel where one exists.
+
+    Args:
+        num_query_heads: int. Query heads N.
+        num_key_value_heads: int. KV heads K; N must be a multiple of K.
+        head_dim: int. H, the size of one head.
+        rope_max_wavelength: float. RoPE base (`rope_theta`).
+        kernel_initializer: initializer of the four projections.
+
+    Call args:
+        hidden_states: float (B, T, D).
+        positions: int (B, T). RoPE position of each token.
+        attention_mask: bool (B, T, S). True where query t may see key s.
+        cache: optional float (B, 2, S, K, H). Keys and values of the whole
+            sequence; the T new entries are written at `cache_update_index`.
+        cache_update_index: int scalar, where the new entries start.
+
+    Returns:
+        `(B, T, D)` outputs, plus the updated cache when `cache` is given.
+    """
+
+    def __init__(
+        self,
+        num_query_heads,
+        num_key_value_heads,
+        head_dim,
+        rope_max_wavelength=10000.0,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if num_query_heads % num_key_value_heads:
+            raise ValueError(
+                f"num_query_heads ({num_query_heads}) must be a multiple of "
+                f"num_key_value_heads ({num_key_value_heads})."
+            )
+        self.num_query_heads = num_query_heads
+        self.num_key_value_heads = num_key_value_heads
+        self.head_dim = head_dim
+        self.rope_max_wavelength = rope_max_wavelength
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        N, K, H = self.num_query_heads, self.num_key_value_heads, self.head_dim
+
+        def projection(name, equation, shape):
+            layer = keras.layers.EinsumDense(
+                equation,
+                output_shape=shape,
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=name,
+            )
+            return layer
+
+        # Kernels: query (D, N, H); key/value (D, K, H); output (N, H, D).
+        self.query = projection("query", "btd,dnh->btnh", (None, N, H))
+        self.query.build(input_shape)
+        self.key = projection("key", "btd,dkh->btkh", (None, K, H))
+        self.key.build(input_shape)
+        self.value = projection("value", "btd,dkh->btkh", (None, K, H))
+        self.value.build(input_shape)
+        self.attention_output = projection("attention_output", "btnh,nhd->btd", (None, hidden_dim))
+        self.attention_output.build((None, None, N, H))
+        self.rotary_embedding = RotaryEmbedding(
+            max_wavelength=self.rope_max_wavelength, dtype=self.dtype_policy, name="rotary_embedding"
+        )
+        self.built = True
+
+    def call(self, hidden_states, positions, attention_mask, cache=None, cache_update_index=None):
+        query = self.query(hidden_states)  # (B, T, N, H)
+        key = self.key(hidden_states)  # (B, T, K, H)
+        value = self.value(hidden_states)  # (B, T, K, H)
+        query = self.rotary_embedding(query, positions=positions)
+        key = self.rotary_embedding(key, positions=positions)
+
+        if cache is not None:
+            start = [0, cache_update_index, 0, 0]
+            key = ops.slice_update(cache[:, 0], start, ops.cast(key, cache.dtype))  # (B, S, K, H)
+            value = ops.slice_update(cache[:, 1], start, ops.cast(value, cache.dtype))
+            cache = ops.stack([key, value], axis=1)
+
+        groups = self.num_query_heads // self.num_key_value_heads
+        if groups > 1 and keras.config.backend() != "jax":
+            # jax.nn.dot_product_attention handles grouped heads itself; the
+            # other backends' paths expect equal head counts.
+            key = ops.repeat(key, groups, axis=2)
+            value = ops.repeat(value, groups, axis=2)
+
+        mask = ops.expand_dims(attention_mask, axis=1)  # (B, 1, T, S)
+        attended = ops.dot_product_attention(
+            query, ops.cast(key, query.dtype), ops.cast(value, query.dtype), mask=mask
+        )  # (B, T, N, H)
+        outputs = self.attention_output(attended)  # (B, T, D)
+        if cache is not None:
+            return outputs, cache
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_query_heads": self.num_query_heads,
+                "num_key_value_heads": self.num_key_value_heads,
+                "head_dim": self.head_dim,
+                "rope_max_wavelength": self.rope_max_wavelength,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config

@@ -1,0 +1,181 @@
+"""The SmallCoder backbone: token embedding, LLaMA decoder blocks, final RMSNorm."""
+
+import keras
+from keras import ops
+
+from keras_hub.models import Backbone
+
+from smallcoder.models.decoder import SmallCoderDecoderBlock
+from smallcoder.models.masks import SegmentMask
+
+
+def _initializer(stddev):
+    return keras.initializers.RandomNormal(stddev=stddev)
+
+
+@keras.saving.register_keras_serializable(package="smallcoder")
+class SmallCoderBackbone(Backbone):
+    """A LLaMA decoder stack (pre-norm RMSNorm, RoPE, SwiGLU, grouped KV heads, no biases).
+
+    Inputs are a dict of `token_ids` int (B, T) and `padding_mask` int (B, T).
+    `padding_mask` carries segment ids: 0 is padding, 1, 2, … number the
+    documents packed into a row; tokens attend causally within their own
+    segment and RoPE positions restart at each segment start, so a packed
+    document gets the logits it would get alone. A 0/1 mask is the usual
+    padding mask. The output is the final normalised hidden states (B, T, D);
+    `token_embedding(x, reverse=True)` turns them into logits (B, T, V).
+
+    Args:
+        vocabulary_size: int. V.
+        num_layers: int. Decoder blocks.
+        num_query_heads: int. N.
+        hidden_dim: int. D; must be a multiple of N (head_dim = D / N).
+        intermediate_dim: int. F, SwiGLU hidden size.
+        num_key_value_heads: int. K (K = N is plain multi-head attention).
+        rope_max_wavelength: float. RoPE base (`rope_theta`).
+        layer_norm_epsilon: float. RMSNorm epsilon (`rms_norm_eps`).
+        max_sequence_length: int. Context length; longer inputs are refused.
+        tie_word_embeddings: bool. Share the input embedding with the output
+            projection (False for SmallCoder-303M).
+        initializer_range: float. Std of the normal initializer of all kernels.
+        dtype: dtype or `keras.DTypePolicy` (e.g. `"mixed_bfloat16"`).
+
+    Example:
+    ```python
+    backbone = SmallCoderBackbone(
+        vocabulary_size=1000, num_layers=2, num_query_heads=4, hidden_dim=64,
+        intermediate_dim=128, num_key_value_heads=2,
+    )
+    hidden = backbone({"token_ids": np.ones((1, 8), "int32"),
+                       "padding_mask": np.ones((1, 8), "int32")})  # (1, 8, 64)
+    ```
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        num_layers,
+        num_query_heads,
+        hidden_dim,
+        intermediate_dim,
+        num_key_value_heads=None,
+        rope_max_wavelength=10000.0,
+        layer_norm_epsilon=1e-5,
+        max_sequence_length=1024,
+        tie_word_embeddings=False,
+        initializer_range=0.02,
+        dtype=None,
+        **kwargs,
+    ):
+        num_key_value_heads = num_key_value_heads or num_query_heads
+        if hidden_dim % num_query_heads:
+            raise ValueError(
+                f"hidden_dim ({hidden_dim}) must be a multiple of num_query_heads ({num_query_heads})."
+            )
+        head_dim = hidden_dim // num_query_heads
+
+        # === Layers ===
+        self.token_embedding = keras.layers.ReversibleEmbedding(
+            input_dim=vocabulary_size,
+            output_dim=hidden_dim,
+            tie_weights=tie_word_embeddings,
+            embeddings_initializer=_initializer(initializer_range),
+            dtype=dtype,
+            name="token_embedding",
+        )
+        self.transformer_layers = [
+            SmallCoderDecoderBlock(
+                num_query_heads=num_query_heads,
+                num_key_value_heads=num_key_value_heads,
+                head_dim=head_dim,
+                intermediate_dim=intermediate_dim,
+                rope_max_wavelength=rope_max_wavelength,
+                layer_norm_epsilon=layer_norm_epsilon,
+                kernel_initializer=_initializer(initializer_range),
+                dtype=dtype,
+                name=f"transformer_layer_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.final_norm = keras.layers.RMSNormalization(
+            epsilon=layer_norm_epsilon, dtype=dtype, name="final_norm"
+        )
+
+        # === Functional Model ===
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+        attention_mask, positions = SegmentMask(name="segment_mask")(padding_mask)  # (B, T, T), (B, T)
+        x = self.token_embedding(token_ids)  # (B, T, D)
+        for block in self.transformer_layers:
+            x = block(x, positions, attention_mask)
+        sequence_output = self.final_norm(x)
+        super().__init__(
+            inputs={"token_ids": token_ids, "padding_mask": padding_mask},
+            outputs=sequence_output,
+            dtype=dtype,
+            **kwargs,
+        )
+
+        # === Config ===
+        self.vocabulary_size = vocabulary_size
+        self.num_layers = num_layers
+        self.num_query_heads = num_query_heads
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.num_key_value_heads = num_key_value_heads
+        self.head_dim = head_dim
+        self.rope_max_wavelength = rope_max_wavelength
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.max_sequence_length = max_sequence_length
+        self.tie_word_embeddings = tie_word_embeddings
+        self.initializer_range = initializer_range
+
+    def call_with_cache(self, token_ids, cache, cache_update_index):
+        """Forward T new tokens against a KV cache of the whole sequence.
+
+        Args:
+            token_ids: int (B, T), tokens at positions
+                `cache_update_index … cache_update_index + T - 1`.
+            cache: float (B, L, 2, S, K, H).
+            cache_update_index: int scalar.
+
+        Returns:
+            `(hidden_states (B, T, D), cache)`; every earlier cache position is
+            treated as valid (the caller fills it before reading it).
+        """
+        length = ops.shape(token_ids)[1]
+        cache_length = ops.shape(cache)[3]
+        query_index = ops.arange(length) + cache_update_index  # (T,)
+        attention_mask = ops.expand_dims(query_index, 1) >= ops.expand_dims(ops.arange(cache_length), 0)
+        attention_mask = ops.expand_dims(attention_mask, 0)  # (1, T, S)
+        batch_size = ops.shape(token_ids)[0]
+        attention_mask = ops.broadcast_to(attention_mask, (batch_size, length, cache_length))
+        positions = ops.broadcast_to(ops.expand_dims(query_index, 0), (batch_size, length))
+
+        x = self.token_embedding(token_ids)
+        caches = []
+        for i, block in enumerate(self.transformer_layers):
+            x, layer_cache = block(
+                x, positions, attention_mask, cache=cache[:, i], cache_update_index=cache_update_index
+            )
+            caches.append(layer_cache)
+        return self.final_norm(x), ops.stack(caches, axis=1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "num_layers": self.num_layers,
+                "num_query_heads": self.num_query_heads,
+                "hidden_dim": self.hidden_dim,
+                "intermediate_dim": self.intermediate_dim,
+                "num_key_value_heads": self.num_key_value_heads,
+                "rope_max_wavelength": self.rope_max_wavelength,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "max_sequence_length": self.max_sequence_length,
+                "tie_word_embeddings": self.tie_word_embeddings,
+                "initializer_range": self.initializer_range,
+            }
+        )
+        return config

@@ -1,0 +1,241 @@
+"""SmallCoder causal LM: logits for `fit`, KV-cache `generate` on strings or ids."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_hub.models import CausalLM
+from keras_hub.src.utils.tensor_utils import any_equal
+
+from smallcoder.models.backbone import SmallCoderBackbone
+
+# Generation pads the total length up to a multiple of this, so prompts of
+# nearby lengths reuse one compiled XLA program instead of recompiling.
+_LENGTH_BUCKET = 64
+
+
+@keras.saving.register_keras_serializable(package="smallcoder")
+class SmallCoderCausalLM(CausalLM):
+    """Next-token prediction head on a `SmallCoderBackbone`, with `generate()`.
+
+    Called on `{"token_ids", "padding_mask"}` (both int (B, T); `padding_mask`
+    holds segment ids, see `SmallCoderBackbone`) it returns logits (B, T, V).
+    `fit` takes `(x, y, sample_weight)` batches: next-token targets `y` int
+    (B, T) and a loss mask float (B, T). Tokenization happens in Python with
+    the Rust `tokenizers` library (`self.tokenizer`), outside the graph.
+
+    Args:
+        backbone: a `SmallCoderBackbone`.
+        tokenizer: a `smallcoder.SmallCoderTokenizer`, or None (then
+            `generate` takes token ids only).
+
+    Example:
+    ```python
+    lm = SmallCoderCausalLM.from_preset("smallcoder_test")
+    lm.compile(sampler="greedy")
+    lm.generate(["def add(a, b):", "# sort a list"], max_new_tokens=16)
+    ```
+    """
+
+    backbone_cls = SmallCoderBackbone
+    preprocessor_cls = None
+
+    def __init__(self, backbone, tokenizer=None, **kwargs):
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = None
+        self.tokenizer = tokenizer
+
+        # === Functional Model ===
+        inputs = backbone.input
+        hidden_states = backbone(inputs)
+        logits = backbone.token_embedding(hidden_states, reverse=True)  # (B, T, V)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+
+    def compile(self, optimizer="auto", loss="auto", *, weighted_metrics="auto", sampler="greedy", **kwargs):
+        """`CausalLM.compile` with AdamW and greedy decoding as defaults."""
+        if optimizer == "auto":
+            optimizer = keras.optimizers.AdamW(3e-4, weight_decay=0.1)
+        super().compile(optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, sampler=sampler, **kwargs)
+
+    # === Presets ===
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, dtype=None, **kwargs):
+        """Build from a built-in preset name or a saved preset folder.
+
+        Built-in names (`smallcoder_test`, `smallcoder_tiny`, `smallcoder_303m`)
+        give the architecture with fresh random weights and, for the small
+        ones, the demo tokenizer. A folder is one written by `save_to_preset`.
+        """
+        from smallcoder.models.presets import load_causal_lm
+
+        return load_causal_lm(preset, load_weights=load_weights, dtype=dtype, **kwargs)
+
+    def save_to_preset(self, preset_dir):
+        """Write config, weights and tokenizer to `preset_dir`, atomically."""
+        from smallcoder.models.presets import save_causal_lm
+
+        save_causal_lm(self, preset_dir)
+
+    # === Generation ===
+    def call_with_cache(self, token_ids, cache, cache_update_index):
+        """Logits (B, T, V), hidden states (B, T, D) and the updated cache."""
+        hidden_states, cache = self.backbone.call_with_cache(token_ids, cache, cache_update_index)
+        logits = self.backbone.token_embedding(hidden_states, reverse=True)
+        return logits, hidden_states, cache
+
+    def _build_cache(self, token_ids):
+        backbone = self.backbone
+        batch_size, length = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
+        shape = [batch_size, backbone.num_layers, 2, length, backbone.num_key_value_heads, backbone.head_dim]
+        cache = ops.zeros(shape, dtype=self.compute_dtype)  # (B, L, 2, S, K, H)
+        _, hidden_states, cache = self.call_with_cache(token_ids, cache, 0)
+        return hidden_states, cache
+
+    def generate_step(self, inputs, stop_token_ids=None):
+        """Compilable generation for one right-padded batch.
+
+        Args:
+            inputs: dict of `token_ids` int (B, S) (prompts, right padded to
+                the total length S) and `padding_mask` bool (B, S) (True on
+                prompt tokens).
+            stop_token_ids: tuple of ids that end a row.
+
+        Returns:
+            dict of `token_ids` (B, S) and `padding_mask` (B, S), True up to
+            and including each row's stop token.
+        """
+        token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
+        hidden_states, cache = self._build_cache(token_ids)
+        index = ops.min(ops.sum(ops.cast(padding_mask, "int32"), axis=-1))
+
+        def next(prompt, cache, index):
+            # Feed the token at index - 1; its logits predict token `index`.
+            batch_size = ops.shape(prompt)[0]
+            prompt = ops.slice(prompt, [0, index - 1], [batch_size, 1])
+            logits, hidden_states, cache = self.call_with_cache(prompt, cache, index - 1)
+            return ops.squeeze(logits, axis=1), ops.squeeze(hidden_states, axis=1), cache
+
+        token_ids = self.sampler(
+            next=next,
+            prompt=token_ids,
+            cache=cache,
+            index=index,
+            mask=padding_mask,
+            stop_token_ids=stop_token_ids,
+            hidden_states=hidden_states,
+            model=self,
+        )
+        if stop_token_ids is None:
+            return {"token_ids": token_ids, "padding_mask": ops.ones_like(token_ids, dtype="bool")}
+        ends = ops.cast(any_equal(token_ids, stop_token_ids, ops.logical_not(padding_mask)), "int32")
+        after_end = ops.cumsum(ends, axis=-1) - ends
+        return {"token_ids": token_ids, "padding_mask": ops.equal(after_end, 0)}
+
+    def generate(
+        self,
+        inputs,
+        max_new_tokens=128,
+        max_length=None,
+        stop_token_ids="auto",
+        strip_prompt=False,
+        truncate_prompt=False,
+    ):
+        """Generate continuations with the compiled sampler (see `compile`).
+
+        Args:
+            inputs: a string, a list of strings, or a list of token-id lists
+                (prompts may differ in length; they are batched together).
+            max_new_tokens: int. Tokens to generate per prompt at most.
+            max_length: optional int. Total length (prompt + new tokens) of the
+                longest row instead of `max_new_tokens`.
+            stop_token_ids: `"auto"` (the tokenizer's EOS), None, or a tuple.
+            strip_prompt: return only the continuation.
+            truncate_prompt: if a prompt and its new tokens do not fit the
+                context, drop the prompt's oldest tokens (left truncation)
+                instead of raising.
+
+        Returns:
+            Strings for string inputs (the stop token is not included),
+            otherwise lists of token ids; a single string for a single string.
+        """
+        single = isinstance(inputs, str)
+        prompts = [inputs] if single else list(inputs)
+        if not prompts:
+            return []
+        as_text = isinstance(prompts[0], str)
+        if as_text:
+            if self.tokenizer is None:
+                raise ValueError("This model has no tokenizer: pass token ids, or build it with one.")
+            prompts = self.tokenizer.encode_batch(prompts)
+        prompts = [[int(t) for t in np.asarray(p).reshape(-1)] for p in prompts]
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("Every prompt needs at least one token.")
+        if stop_token_ids == "auto":
+            if self.tokenizer is None:
+                raise ValueError('stop_token_ids="auto" needs a tokenizer; pass a tuple or None.')
+            stop_token_ids = (self.tokenizer.eos_token_id,)
+        elif stop_token_ids is not None:
+            stop_token_ids = tuple(int(t) for t in stop_token_ids)
+
+        context = self.backbone.max_sequence_length
+        longest = max(len(p) for p in prompts)
+        if max_length is not None:
+            max_new_tokens = max_length - longest
+        if max_new_tokens < 1:
+            raise ValueError(f"Nothing to generate: max_new_tokens={max_new_tokens}.")
+        if max_new_tokens >= context:
+            raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the {context}-token context.")
+        if longest + max_new_tokens > context:
+            if not truncate_prompt:
+                raise ValueError(
+                    f"Prompt of {longest} tokens + max_new_tokens={max_new_tokens} exceeds the "
+                    f"{context}-token context. Shorten the prompt, lower max_new_tokens, "
+                    "or pass truncate_prompt=True to keep only the prompt's last tokens."
+                )
+            keep = context - max_new_tokens
+            prompts = [p[-keep:] for p in prompts]
+            longest = max(len(p) for p in prompts)
+
+        total = min(context, -(-(longest + max_new_tokens) // _LENGTH_BUCKET) * _LENGTH_BUCKET)
+        pad_id = self._pad_id(stop_token_ids)
+        token_ids = np.full((len(prompts), total), pad_id, dtype="int32")
+        prompt_mask = np.zeros((len(prompts), total), dtype="bool")
+        for row, p in enumerate(prompts):
+            token_ids[row, : len(p)] = p
+            prompt_mask[row, : len(p)] = True
+
+        generate_function = self.make_generate_function()
+        outputs = generate_function({"token_ids": token_ids, "padding_mask": prompt_mask}, stop_token_ids=stop_token_ids)
+        out_ids = ops.convert_to_numpy(outputs["token_ids"])
+        out_mask = ops.convert_to_numpy(outputs["padding_mask"])
+
+        results = []
+        for row, p in enumerate(prompts):
+            new = out_ids[row, len(p) : len(p) + max_new_tokens][out_mask[row, len(p) : len(p) + max_new_tokens]]
+            new = [int(t) for t in new if stop_token_ids is None or int(t) not in stop_token_ids]
+            ids = new if strip_prompt else p + new
+            results.append(self.tokenizer.decode(ids) if as_text else ids)
+        return results[0] if single else results
+
+    def _pad_id(self, stop_token_ids):
+        # Padding must not look like a generated stop token to the sampler.
+        pad_id = 0
+        while stop_token_ids and pad_id in stop_token_ids:
+            pad_id += 1
+        return pad_id
+
+    def get_config(self):
+        # The tokenizer is saved as tokenizer.json next to the weights by
+        # `save_to_preset`, not in the Keras config.
+        config = super().get_config()
+        config.pop("preprocessor", None)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("backbone"), dict):
+            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        config.pop("preprocessor", None)
+        return cls(**config)

@@ -1,0 +1,110 @@
+"""One pre-norm LLaMA decoder block: RMSNorm → attention → RMSNorm → SwiGLU."""
+
+import keras
+from keras import ops
+
+from smallcoder.models.attention import SmallCoderAttention
+
+
+class SmallCoderDecoderBlock(keras.layers.Layer):
+    """`x + attn(norm(x))`, then `x + mlp(norm(x))`, with a SwiGLU MLP, no biases.
+
+    Args:
+        num_query_heads, num_key_value_heads, head_dim, rope_max_wavelength:
+            see `SmallCoderAttention`.
+        intermediate_dim: int. F, the SwiGLU hidden size.
+        layer_norm_epsilon: float. RMSNorm epsilon (`rms_norm_eps`).
+        kernel_initializer: initializer of every kernel.
+
+    Call args:
+        hidden_states: float (B, T, D).
+        positions, attention_mask, cache, cache_update_index: see
+            `SmallCoderAttention`.
+    """
+
+    def __init__(
+        self,
+        num_query_heads,
+        num_key_value_heads,
+        head_dim,
+        intermediate_dim,
+        rope_max_wavelength=10000.0,
+        layer_norm_epsilon=1e-5,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_query_heads = num_query_heads
+        self.num_key_value_heads = num_key_value_heads
+        self.head_dim = head_dim
+        self.intermediate_dim = intermediate_dim
+        self.rope_max_wavelength = rope_max_wavelength
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        common = {"dtype": self.dtype_policy}
+        dense = {"use_bias": False, "kernel_initializer": self.kernel_initializer, **common}
+
+        # === Layers ===
+        self.pre_attention_norm = keras.layers.RMSNormalization(
+            epsilon=self.layer_norm_epsilon, name="pre_attention_norm", **common
+        )
+        self.pre_attention_norm.build(input_shape)
+        self.attention = SmallCoderAttention(
+            self.num_query_heads,
+            self.num_key_value_heads,
+            self.head_dim,
+            rope_max_wavelength=self.rope_max_wavelength,
+            kernel_initializer=self.kernel_initializer,
+            name="attention",
+            **common,
+        )
+        self.attention.build(input_shape)
+        self.pre_feedforward_norm = keras.layers.RMSNormalization(
+            epsilon=self.layer_norm_epsilon, name="pre_feedforward_norm", **common
+        )
+        self.pre_feedforward_norm.build(input_shape)
+        # Kernels: gate and intermediate (D, F); output (F, D).
+        self.feedforward_gate = keras.layers.Dense(self.intermediate_dim, name="feedforward_gate", **dense)
+        self.feedforward_gate.build(input_shape)
+        self.feedforward_intermediate = keras.layers.Dense(
+            self.intermediate_dim, name="feedforward_intermediate", **dense
+        )
+        self.feedforward_intermediate.build(input_shape)
+        self.feedforward_output = keras.layers.Dense(hidden_dim, name="feedforward_output", **dense)
+        self.feedforward_output.build((None, None, self.intermediate_dim))
+        self.built = True
+
+    def call(self, hidden_states, positions, attention_mask, cache=None, cache_update_index=None):
+        x = self.pre_attention_norm(hidden_states)  # (B, T, D)
+        attended = self.attention(
+            x, positions, attention_mask, cache=cache, cache_update_index=cache_update_index
+        )
+        if cache is not None:
+            attended, cache = attended
+        hidden_states = hidden_states + attended
+
+        x = self.pre_feedforward_norm(hidden_states)
+        gate = ops.silu(self.feedforward_gate(x))  # (B, T, F)
+        x = self.feedforward_output(gate * self.feedforward_intermediate(x))  # (B, T, D)
+        hidden_states = hidden_states + x
+        if cache is not None:
+            return hidden_states, cache
+        return hidden_states
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_query_heads": self.num_query_heads,
+                "num_key_value_heads": self.num_key_value_heads,
+                "head_dim": self.head_dim,
+                "intermediate_dim": self.intermediate_dim,
+                "rope_max_wavelength": self.rope_max_wavelength,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config

@@ -1,0 +1,164 @@
+"""Built-in presets and the Keras preset folder format.
+
+A preset folder holds `config.json` (the backbone's Keras config),
+`model.weights.h5`, `tokenizer.json` (+ `tokenizer_config.json`) and
+`metadata.json`, as `keras_hub`'s `save_to_preset` writes them.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+PRESETS = {
+    # The model card's SmallCoder-303M: count_params() == 302,027,520.
+    "smallcoder_303m": {
+        "vocabulary_size": 49152,
+        "num_layers": 24,
+        "num_query_heads": 8,
+        "num_key_value_heads": 8,
+        "hidden_dim": 768,
+        "intermediate_dim": 3072,
+        "max_sequence_length": 1024,
+        "rope_max_wavelength": 10000.0,
+        "layer_norm_epsilon": 1e-5,
+        "tie_word_embeddings": False,
+    },
+    # The demo model: trains on 2 CPU cores in minutes (6.3M parameters).
+    "smallcoder_tiny": {
+        "vocabulary_size": 4096,
+        "num_layers": 4,
+        "num_query_heads": 4,
+        "num_key_value_heads": 4,
+        "hidden_dim": 256,
+        "intermediate_dim": 1024,
+        "max_sequence_length": 1024,
+        "rope_max_wavelength": 10000.0,
+        "layer_norm_epsilon": 1e-5,
+        "tie_word_embeddings": False,
+    },
+    # For tests: grouped KV heads, seconds to compile.
+    "smallcoder_test": {
+        "vocabulary_size": 4096,
+        "num_layers": 2,
+        "num_query_heads": 4,
+        "num_key_value_heads": 2,
+        "hidden_dim": 64,
+        "intermediate_dim": 128,
+        "max_sequence_length": 1024,
+        "rope_max_wavelength": 10000.0,
+        "layer_norm_epsilon": 1e-5,
+        "tie_word_embeddings": False,
+    },
+}
+
+# Where the trained weights of a built-in preset live on the Hugging Face Hub.
+HF_REPOS = {"smallcoder_303m": "Beebey/smallcoder-303m"}
+
+
+def preset_config(name):
+    """The backbone config of built-in preset `name` (a copy)."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}. Built-in presets: {', '.join(PRESETS)}; or pass a folder.")
+    return dict(PRESETS[name])
+
+
+def is_keras_preset(path):
+    return os.path.isfile(os.path.join(path, "config.json")) and os.path.isfile(
+        os.path.join(path, "model.weights.h5")
+    )
+
+
+def is_hf_folder(path):
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        return False
+    with open(os.path.join(path, "config.json")) as f:
+        return "model_type" in json.load(f)
+
+
+def load_backbone(preset, load_weights=True, dtype=None):
+    """A `SmallCoderBackbone` from a preset name or a Keras preset folder."""
+    from smallcoder.models.backbone import SmallCoderBackbone
+
+    if preset in PRESETS:
+        return SmallCoderBackbone(**preset_config(preset), dtype=dtype)
+    _check_folder(preset)
+    with open(os.path.join(preset, "config.json")) as f:
+        config = json.load(f)["config"]
+    config.pop("name", None)
+    config.pop("trainable", None)
+    if dtype is not None:
+        config["dtype"] = dtype
+    backbone = SmallCoderBackbone.from_config(config)
+    if load_weights:
+        weights = os.path.join(preset, "model.weights.h5")
+        try:
+            backbone.load_weights(weights)
+        except Exception as e:
+            raise ValueError(f"Could not load weights from {weights!r}: {e}") from e
+    return backbone
+
+
+def load_tokenizer(preset):
+    """The tokenizer of a preset name (demo tokenizer for the small ones) or folder."""
+    from smallcoder.tokenizer import SmallCoderTokenizer
+
+    if preset in PRESETS:
+        if PRESETS[preset]["vocabulary_size"] != 4096:
+            return None
+        from smallcoder.demo_tokenizer import demo_tokenizer
+
+        return demo_tokenizer()
+    path = os.path.join(preset, "tokenizer.json")
+    return SmallCoderTokenizer(path) if os.path.isfile(path) else None
+
+
+def load_causal_lm(preset, load_weights=True, dtype=None, **kwargs):
+    """A `SmallCoderCausalLM` from a preset name, a Keras preset folder or a HF folder."""
+    from smallcoder.models.causal_lm import SmallCoderCausalLM
+
+    preset = os.fspath(preset)
+    if preset not in PRESETS and os.path.isdir(preset) and is_hf_folder(preset):
+        from smallcoder.convert import load_hf
+
+        return load_hf(preset, dtype=dtype)
+    backbone = load_backbone(preset, load_weights=load_weights, dtype=dtype)
+    tokenizer = load_tokenizer(preset)
+    if tokenizer is not None and tokenizer.vocab_size > backbone.vocabulary_size:
+        raise ValueError(
+            f"Tokenizer of {preset!r} has {tokenizer.vocab_size} tokens but the model only "
+            f"{backbone.vocabulary_size} embeddings."
+        )
+    return SmallCoderCausalLM(backbone, tokenizer=tokenizer, **kwargs)
+
+
+def save_causal_lm(causal_lm, preset_dir):
+    """Write a Keras preset folder; a temporary sibling is renamed into place."""
+    preset_dir = os.path.abspath(os.fspath(preset_dir))
+    parent = os.path.dirname(preset_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(preset_dir)}.tmp-")
+    try:
+        causal_lm.backbone.save_to_preset(tmp)
+        if causal_lm.tokenizer is not None:
+            causal_lm.tokenizer.save(tmp)
+        if os.path.isdir(preset_dir):
+            shutil.rmtree(preset_dir)
+        os.replace(tmp, preset_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _check_folder(path):
+    if not os.path.isdir(path):
+        hub = HF_REPOS.get(path)
+        raise ValueError(
+            f"{path!r} is neither a built-in preset ({', '.join(PRESETS)}) nor a folder."
+            + (f" Its weights are on the Hugging Face Hub as {hub}." if hub else "")
+        )
+    if not is_keras_preset(path):
+        raise ValueError(
+            f"{path!r} is not a Keras preset folder (needs config.json and model.weights.h5) "
+            "nor a Hugging Face folder (config.json with model_type)."
+        )
