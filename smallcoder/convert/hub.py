@@ -1,0 +1,93 @@
+"""Turn a local folder or a Hugging Face repo id into a local folder.
+
+A repo id downloads with `huggingface_hub.snapshot_download` (only config,
+safetensors and tokenizer files). Offline (`HF_HUB_OFFLINE=1`, or the Hub
+not answering within a few seconds) only the local Hub cache is tried, so
+an unreachable Hub fails fast instead of hanging.
+"""
+
+import os
+import re
+import socket
+import threading
+from urllib.parse import urlparse
+
+DOWNLOAD_PATTERNS = [
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+]
+PROBE_TIMEOUT_S = 3.0
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _truthy(value):
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(endpoint, timeout=PROBE_TIMEOUT_S):
+    """Whether a TCP connection to the Hub opens within `timeout` seconds.
+
+    Runs in a daemon thread so a stalled DNS lookup cannot block either.
+    With an HTTP(S) proxy configured the probe is skipped (True).
+    """
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(endpoint)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    result = []
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result)
+
+
+def resolve_folder(path_or_repo_id):
+    """A local folder for a folder path or a Hub repo id like `"Beebey/smallcoder-303m"`.
+
+    Raises:
+        FileNotFoundError: a path that is not a folder (and not a repo id).
+        OSError: the repo could not be downloaded (offline, unknown repo, …);
+            the message says to pass a local folder.
+    """
+    name = os.fspath(path_or_repo_id)
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path):
+        raise NotADirectoryError(f"{name!r} is a file; pass the folder holding config.json.")
+    if not _REPO_ID.match(name) or name.startswith((".", "~")):
+        raise FileNotFoundError(f"No folder {name!r}, and it is not a Hugging Face repo id (owner/name).")
+    return _download(name)
+
+
+def _download(repo_id):
+    from huggingface_hub import constants, snapshot_download
+
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    if constants.HF_HUB_OFFLINE or _truthy(os.environ.get("HF_HUB_OFFLINE", "")):
+        reason = "HF_HUB_OFFLINE is set"
+    elif not _hub_reachable(endpoint):
+        reason = f"{endpoint} is not reachable"
+    else:
+        reason = None
+    try:
+        return snapshot_download(repo_id, allow_patterns=DOWNLOAD_PATTERNS, local_files_only=reason is not None)
+    except Exception as e:  # hub errors, network errors, cache misses
+        where = f"{reason}, and it is not in the local Hub cache" if reason else str(e)
+        raise OSError(
+            f"Could not download {repo_id!r} from the Hugging Face Hub ({where}). "
+            "Pass a local folder holding config.json, *.safetensors and tokenizer.json instead."
+        ) from e
