@@ -1,0 +1,474 @@
+"""Training recipes: one YAML file per stage, a schema, `--set` overrides, stage chaining.
+
+A recipe file names the file it `extends` (here `recipes/_defaults.yaml`, what
+the four stages share) and overrides keys. Loading merges, in order: the
+extended file, the stage file, the `demo:` blocks of both (with `--demo`), then
+`--set key=value` overrides. Every key is checked against `SCHEMA` before
+anything starts; errors name the file that set the key and the key.
+
+Derived numbers are computed here, never typed in a recipe:
+`steps = tokens // (global_batch * sequence_length)`, warmup and decay steps
+from their fractions.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+import yaml
+
+STAGES = ("base", "code", "math", "sft")
+RESERVED = "_defaults"
+
+# === Schema ===
+# A leaf is a tuple of accepted Python types (None allowed where listed) or a
+# tuple of allowed string values (`Choice`). `data:` is checked by
+# `smallcoder.data.validate_data_config`, which owns it.
+
+
+class Choice(tuple):
+    """Allowed string values of a key."""
+
+
+_NUM = (int, float)
+SCHEMA = {
+    "extends": (str,),
+    "description": (str,),
+    "init_from": (str, type(None)),
+    "output": (str,),
+    "model": {"preset": (str,), "tokenizer": (str, type(None)), "dtype": (str,)},
+    "training": {
+        "tokens": (int, float, str),
+        "sequence_length": (int,),
+        "global_batch": (int,),
+        "gradient_accumulation_steps": (int,),
+        "seed": (int,),
+    },
+    "optimizer": {
+        "learning_rate": _NUM,
+        "beta_1": _NUM,
+        "beta_2": _NUM,
+        "epsilon": _NUM,
+        "weight_decay": _NUM,
+        "exclude_from_weight_decay": (list,),
+        "clipnorm": (int, float, type(None)),
+    },
+    "schedule": {
+        "type": Choice(("cosine", "wsd", "constant")),
+        "warmup": _NUM,
+        "decay": _NUM,
+        "min_learning_rate_ratio": _NUM,
+    },
+    "distribution": {
+        "layout": Choice(("data", "fsdp", "tensor", "fsdp_tensor", "none")),
+        "mesh": (str,),
+    },
+    "checkpoint": {"every_steps": (int,), "keep": (int,)},
+    "logging": {"every_steps": (int,), "tensorboard": (bool,)},
+    "eval": {"tasks": (list,), "limit": (int, type(None))},
+    "export": {"hf": (bool,), "dtype": (str,)},
+    "sample": {"prompt": (str,), "max_new_tokens": (int,)},
+    "data": dict,
+    "demo": "demo",  # a partial recipe (any key above but `demo`, `extends`)
+}
+REQUIRED = ("model.preset", "training.tokens", "training.sequence_length", "training.global_batch", "data")
+
+
+class RecipeError(ValueError):
+    """A recipe problem, reported as `file: key: what is wrong and what to do`."""
+
+    def __init__(self, where, key, message):
+        super().__init__(f"{where}: {key}: {message}")
+        self.where, self.key = where, key
+
+
+def parse_tokens(value, where="recipe", key="training.tokens"):
+    """`6.3B`, `500M`, `200K`, `1e9` or an int -> int tokens."""
+    if isinstance(value, bool):
+        raise RecipeError(where, key, f"must be a token count such as 6.3B, got {value!r}.")
+    if isinstance(value, (int, float)):
+        tokens = value
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([KMBT]?)\s*", str(value), re.I)
+        if not match:
+            raise RecipeError(where, key, f"must be a token count such as 6.3B, 500M or 200K, got {value!r}.")
+        tokens = float(match.group(1)) * {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[match.group(2).upper()]
+    if not math.isfinite(tokens) or tokens <= 0:
+        raise RecipeError(where, key, f"must be positive, got {value!r}.")
+    return int(round(tokens))
+
+
+def format_tokens(tokens):
+    """6_300_000_000 -> '6.3B'."""
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if tokens >= size:
+            return f"{tokens / size:.1f}{unit}" if tokens % size else f"{tokens // size:.0f}{unit}"
+    return str(tokens)
+
+
+# === Loading ===
+def recipes_dir():
+    """`$SMALLCODER_RECIPES`, else `./recipes`, else the `recipes/` next to the package."""
+    candidates = [os.environ.get("SMALLCODER_RECIPES"), "recipes",
+                  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")]
+    for path in candidates:
+        if path and os.path.isfile(os.path.join(path, "base.yaml")):
+            return path
+    raise FileNotFoundError(
+        "No recipes folder found (looked at $SMALLCODER_RECIPES, ./recipes and the one next to "
+        "the smallcoder package). Run from the repository root or set SMALLCODER_RECIPES."
+    )
+
+
+def list_recipes():
+    """Names of the recipes in `recipes_dir()`, stages first in curriculum order."""
+    names = [f[:-5] for f in os.listdir(recipes_dir()) if f.endswith(".yaml") and not f.startswith("_")]
+    return sorted(names, key=lambda n: (STAGES.index(n) if n in STAGES else len(STAGES), n))
+
+
+def recipe_path(name):
+    if name.endswith((".yaml", ".yml")) or os.sep in name:
+        if not os.path.isfile(name):
+            raise FileNotFoundError(f"No recipe file {name!r}.")
+        return name
+    path = os.path.join(recipes_dir(), f"{name}.yaml")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No recipe {name!r}; known recipes: {', '.join(list_recipes())}.")
+    return path
+
+
+def _read_yaml(path):
+    with open(path) as f:
+        try:
+            content = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise RecipeError(path, "(file)", f"is not valid YAML: {e}") from e
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise RecipeError(path, "(file)", "must be a mapping of keys at the top level.")
+    return content
+
+
+def _merge(base, override, origin, origins, prefix=""):
+    """Deep-merge `override` into `base` in place; record who set each leaf in `origins`."""
+    for key, value in override.items():
+        dotted = f"{prefix}{key}"
+        if key == "data" and not prefix:
+            # A stage's data section replaces the whole thing (mixtures do not merge).
+            base[key] = copy.deepcopy(value)
+            origins[dotted] = origin
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value, origin, origins, f"{dotted}.")
+        else:
+            base[key] = copy.deepcopy(value)
+            origins[dotted] = origin
+            if isinstance(value, dict):
+                for sub in _leaves(value, f"{dotted}."):
+                    origins[sub] = origin
+
+
+def _leaves(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def _load_chain(path, seen=()):
+    """[(path, content), …] from the most basic `extends` to `path`."""
+    content = _read_yaml(path)
+    if path in seen:
+        raise RecipeError(path, "extends", "recipes extend each other in a loop.")
+    parent = content.get("extends")
+    if parent is None:
+        return [(path, content)]
+    if not isinstance(parent, str):
+        raise RecipeError(path, "extends", f"must be a recipe name such as _defaults, got {parent!r}.")
+    parent_path = os.path.join(os.path.dirname(path), f"{parent}.yaml")
+    if not os.path.isfile(parent_path):
+        raise RecipeError(path, "extends", f"no file {parent_path!r} to extend.")
+    return _load_chain(parent_path, seen + (path,)) + [(path, content)]
+
+
+def parse_set(items):
+    """`["a.b=1", …]` -> `[("a.b", 1), …]`, values parsed as YAML (`1e-4`, `true`, `[x]`)."""
+    parsed = []
+    for item in items or ():
+        if "=" not in item:
+            raise RecipeError("--set", item, "expected key=value, e.g. --set training.tokens=1M.")
+        key, value = item.split("=", 1)
+        try:
+            value = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError as e:
+            raise RecipeError("--set", key, f"value {value!r} is not valid YAML: {e}") from e
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def _set_dotted(tree, key, value):
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = tree.get(part)
+        if node is None:
+            node = tree[part] = {}
+        if not isinstance(node, dict):
+            raise RecipeError("--set", key, f"{part!r} is not a section.")
+        tree = node
+    tree[parts[-1]] = value
+
+
+# === Validation ===
+def _type_names(types):
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false",
+             list: "a list", dict: "a mapping", type(None): "null"}
+    return " or ".join(dict.fromkeys(names[t] for t in types))
+
+
+def _check(tree, schema, origins, default_where, prefix=""):
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        where = origins.get(dotted) or default_where
+        if key not in schema:
+            raise RecipeError(where, dotted, f"unknown key; expected one of {sorted(schema)}.")
+        spec = schema[key]
+        if spec == "demo":
+            if not isinstance(value, dict):
+                raise RecipeError(where, dotted, "must be a mapping of recipe keys to use with --demo.")
+            demo_schema = {k: v for k, v in SCHEMA.items() if k not in ("demo", "extends")}
+            _check(value, demo_schema, origins, default_where, f"{dotted}.")
+        elif spec is dict:
+            if not isinstance(value, dict):
+                raise RecipeError(where, dotted, "must be a mapping.")
+        elif isinstance(spec, dict):
+            if not isinstance(value, dict):
+                raise RecipeError(where, dotted, f"must be a mapping with keys {sorted(spec)}.")
+            _check(value, spec, origins, default_where, f"{dotted}.")
+        elif isinstance(spec, Choice):
+            if value not in spec:
+                raise RecipeError(where, dotted, f"must be one of {list(spec)}, got {value!r}.")
+        else:
+            ok = isinstance(value, spec) and not (isinstance(value, bool) and bool not in spec)
+            if not ok:
+                raise RecipeError(where, dotted, f"must be {_type_names(spec)}, got {value!r}.")
+
+
+def _get(tree, dotted):
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+# === The resolved recipe ===
+@dataclass
+class Recipe:
+    """A validated recipe with its derived numbers.
+
+    `config` is the merged tree (demo blocks and `--set` applied, `demo:`
+    removed); `origins` maps each dotted key to the file (or `--set`) that set it.
+    """
+
+    name: str
+    path: str
+    config: dict
+    origins: dict
+    demo: bool = False
+    overrides: list = field(default_factory=list)
+
+    def __getitem__(self, dotted):
+        return _get(self.config, dotted)
+
+    def where(self, dotted):
+        return self.origins.get(dotted, self.path)
+
+    # --- derived numbers ---
+    @property
+    def tokens(self):
+        return parse_tokens(self["training.tokens"], self.where("training.tokens"))
+
+    @property
+    def tokens_per_step(self):
+        return self["training.global_batch"] * self["training.sequence_length"]
+
+    @property
+    def steps(self):
+        """Optimizer steps: tokens // (global_batch * sequence_length)."""
+        return self.tokens // self.tokens_per_step
+
+    @property
+    def micro_batch(self):
+        return self["training.global_batch"] // self["training.gradient_accumulation_steps"]
+
+    @property
+    def warmup_steps(self):
+        return int(round(self["schedule.warmup"] * self.steps))
+
+    @property
+    def decay_steps(self):
+        """Steps in the final decay: the rest after warmup for cosine, `decay` x steps for wsd."""
+        kind = self["schedule.type"]
+        if kind == "cosine":
+            return self.steps - self.warmup_steps
+        if kind == "wsd":
+            return int(round(self["schedule.decay"] * self.steps))
+        return 0
+
+    @property
+    def output_dir(self):
+        return self["output"].format(name=self.name)
+
+    def init_from_dir(self):
+        """The preset folder to start from, or None (from scratch / preset).
+
+        A stage name means `<that stage's output>/model`, so `recipe run code`
+        after `recipe run base` chains by itself.
+        """
+        init = self["init_from"]
+        if init is None:
+            return None
+        if init in STAGES or (os.sep not in init and os.path.isfile(os.path.join(recipes_dir(), f"{init}.yaml"))):
+            return os.path.join(self["output"].format(name=init), "model")
+        return init
+
+    def derived(self):
+        return {
+            "tokens": self.tokens,
+            "tokens_per_step": self.tokens_per_step,
+            "steps": self.steps,
+            "micro_batch": self.micro_batch,
+            "warmup_steps": self.warmup_steps,
+            "decay_steps": self.decay_steps,
+            "stable_steps": self.steps - self.warmup_steps - (self.decay_steps if self["schedule.type"] == "wsd" else 0),
+        }
+
+    def describe(self):
+        """The resolved recipe as YAML, then its derived numbers."""
+        d = self.derived()
+        tokens = f"{format_tokens(d['tokens'])} ({d['tokens']:,})"
+        lines = [
+            f"# recipe {self.name} ({self.path}){' --demo' if self.demo else ''}",
+            yaml.safe_dump(self.config, sort_keys=False, default_flow_style=None, width=100).rstrip(),
+            "",
+            "# derived",
+            f"tokens:            {tokens}",
+            f"tokens per step:   {d['tokens_per_step']:,} = global_batch {self['training.global_batch']} "
+            f"x sequence_length {self['training.sequence_length']}",
+            f"steps:             {d['steps']:,} = tokens // tokens per step",
+            f"micro-batch:       {d['micro_batch']} x {self['training.gradient_accumulation_steps']} "
+            "accumulation steps",
+            f"warmup steps:      {d['warmup_steps']:,} ({self['schedule.warmup']:g} of steps)",
+        ]
+        if self["schedule.type"] == "wsd":
+            lines.append(f"stable steps:      {d['stable_steps']:,}")
+            lines.append(f"decay steps:       {d['decay_steps']:,} ({self['schedule.decay']:g} of steps)")
+        elif self["schedule.type"] == "cosine":
+            lines.append(f"cosine decay steps: {d['decay_steps']:,}")
+        lines.append(f"init from:         {self.init_from_dir() or self['model.preset']}")
+        lines.append(f"output:            {self.output_dir}")
+        return "\n".join(lines)
+
+
+def load_recipe(name, *, demo=False, overrides=(), check_init=True):
+    """Load, merge and validate recipe `name` (a name in `recipes/` or a YAML path).
+
+    Args:
+        name: `base`, `code`, `math`, `sft`, or a path to a recipe file.
+        demo: apply the `demo:` blocks (offline demo sources, tiny preset).
+        overrides: `["training.tokens=1M", …]` (`--set`), applied last.
+        check_init: fail if `init_from` names a stage whose model folder is
+            missing. With `demo=True` a missing demo checkpoint is not an
+            error: the run starts from scratch (the runner says so).
+
+    Raises:
+        RecipeError: naming the file (or `--set`) and the key.
+    """
+    path = recipe_path(name)
+    stage = os.path.splitext(os.path.basename(path))[0]
+    if stage == RESERVED:
+        raise RecipeError(path, "(file)", "is the shared defaults, not a stage; run base, code, math or sft.")
+    config, origins = {}, {}
+    chain = _load_chain(path)
+    for file_path, content in chain:
+        # Check each file alone first, so an error names the file it is in.
+        _check(content, SCHEMA, {}, file_path)
+        _merge(config, {k: v for k, v in content.items() if k != "demo"}, file_path, origins)
+    if demo:
+        for file_path, content in chain:
+            if "demo" in content:
+                _merge(config, content["demo"], f"{file_path} (demo)", origins)
+    config.pop("demo", None)
+    config.pop("extends", None)
+    parsed = parse_set(overrides)
+    for key, value in parsed:
+        _set_dotted(config, key, value)
+        origins[key] = "--set"
+    _check(config, SCHEMA, origins, path)
+
+    for key in REQUIRED:
+        if _get(config, key) is None:
+            raise RecipeError(path, key, "missing; set it in the recipe or its defaults.")
+    recipe = Recipe(stage, path, config, origins, demo=demo, overrides=list(overrides))
+    _check_values(recipe)
+    if check_init:
+        check_init_from(recipe)
+    return recipe
+
+
+def _check_values(recipe):
+    def fail(key, message):
+        raise RecipeError(recipe.where(key), key, message)
+
+    recipe.tokens  # noqa: B018  (parses and checks the token count)
+    for key in ("training.sequence_length", "training.global_batch", "training.gradient_accumulation_steps",
+                "checkpoint.every_steps", "checkpoint.keep", "logging.every_steps"):
+        if recipe[key] is not None and recipe[key] < 1:
+            fail(key, f"must be at least 1, got {recipe[key]}.")
+    accum = recipe["training.gradient_accumulation_steps"]
+    if recipe["training.global_batch"] % accum:
+        fail("training.gradient_accumulation_steps",
+             f"must divide global_batch ({recipe['training.global_batch']}), got {accum}.")
+    if recipe.steps < 1:
+        fail("training.tokens", f"{recipe.tokens:,} tokens is less than one step of "
+             f"{recipe.tokens_per_step:,} tokens (global_batch x sequence_length).")
+    for key in ("optimizer.beta_1", "optimizer.beta_2"):
+        if not 0 <= recipe[key] < 1:
+            fail(key, f"must be in [0, 1), got {recipe[key]}.")
+    for key in ("schedule.warmup", "schedule.decay", "schedule.min_learning_rate_ratio"):
+        if recipe[key] is not None and not 0 <= recipe[key] <= 1:
+            fail(key, f"is a fraction and must be in [0, 1], got {recipe[key]}.")
+    if recipe["schedule.type"] == "wsd" and recipe["schedule.warmup"] + recipe["schedule.decay"] > 1:
+        fail("schedule.decay", "warmup + decay fractions exceed 1.")
+    if not all(isinstance(s, str) for s in recipe["optimizer.exclude_from_weight_decay"] or []):
+        fail("optimizer.exclude_from_weight_decay", "must be a list of variable-name substrings.")
+    mesh = recipe["distribution.mesh"]
+    if mesh not in (None, "auto") and not re.fullmatch(r"\d+x\d+", mesh):
+        fail("distribution.mesh", f"must be 'auto' or DATAxMODEL such as 2x4, got {mesh!r}.")
+    from smallcoder.data import validate_data_config
+
+    validate_data_config(recipe["data"], recipe.where("data"))
+    if recipe.demo and not recipe["data"].get("demo"):
+        fail("data.demo", "missing; --demo needs a list of demo sources (type: demo).")
+
+
+def check_init_from(recipe):
+    """Raise if `init_from` points at a missing checkpoint (demo: warn later instead)."""
+    folder = recipe.init_from_dir()
+    if folder is None or recipe.demo:
+        return
+    from smallcoder.models.presets import is_keras_preset
+
+    if not is_keras_preset(folder):
+        stage = recipe["init_from"]
+        hint = (f"run `smallcoder recipe run {stage}` first, or " if stage in STAGES else "")
+        raise RecipeError(
+            recipe.where("init_from"), "init_from",
+            f"no checkpoint at {folder!r} (needs config.json and model.weights.h5); "
+            f"{hint}point init_from at a Keras preset folder, or set init_from: null to start from scratch.",
+        )

@@ -1,0 +1,79 @@
+"""Model FLOPs per token and accelerator peaks, for MFU and `smallcoder plan`.
+
+FLOPs per trained token (forward + backward, PaLM appendix B)::
+
+    6 * N  +  12 * L * D * T
+
+N counts every weight a token multiplies by: all non-embedding kernels plus
+the output projection (V x D); the input embedding is a lookup. The second
+term is attention scores and values over a context of T tokens (full, not
+halved for causality, as MFU is usually quoted).
+"""
+
+import time
+
+# Dense bf16 peak FLOP/s per chip, HBM per chip (bytes).
+DEVICES = {
+    "tpu-v4": {"peak_flops": 275e12, "memory": 32 * 2**30},
+    "tpu-v5e": {"peak_flops": 197e12, "memory": 16 * 2**30},
+    "tpu-v5p": {"peak_flops": 459e12, "memory": 95 * 2**30},
+    "h100": {"peak_flops": 989e12, "memory": 80 * 2**30},
+}
+
+
+def matmul_params(config):
+    """Weights a token is multiplied by (non-embedding + output projection)."""
+    D, F, L, V = config["hidden_dim"], config["intermediate_dim"], config["num_layers"], config["vocabulary_size"]
+    N = config["num_query_heads"]
+    K = config.get("num_key_value_heads") or N
+    H = D // N
+    per_layer = D * N * H + 2 * D * K * H + N * H * D + 3 * D * F
+    return L * per_layer + V * D
+
+
+def flops_per_token(config, sequence_length):
+    """Training FLOPs (forward + backward) per token at context `sequence_length`."""
+    attention = 12 * config["num_layers"] * config["hidden_dim"] * sequence_length
+    return 6 * matmul_params(config) + attention
+
+
+def device_name(device):
+    """Map a JAX/Keras device to a `DEVICES` key, or `"cpu"`/None."""
+    kind = getattr(device, "device_kind", str(device)).lower()
+    for key, needle in (("tpu-v5p", "v5p"), ("tpu-v5e", "v5 lite"), ("tpu-v5e", "v5e"),
+                        ("tpu-v4", "v4"), ("h100", "h100")):
+        if needle in kind:
+            return key
+    return "cpu" if "cpu" in kind else None
+
+
+def measured_cpu_peak(size=1024, repeats=5):
+    """float32 matmul FLOP/s of this host measured now with numpy (best of `repeats`)."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((size, size), dtype="float32")
+    b = a.T.copy()
+    a @ b  # warm up BLAS threads
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def peak_flops(device_kind=None):
+    """`(peak FLOP/s per device, how it was found)` for this machine's first device."""
+    if device_kind is None:
+        try:
+            import keras
+
+            if keras.config.backend() == "jax":
+                import jax
+
+                device_kind = device_name(jax.devices()[0])
+        except Exception:
+            device_kind = None
+    if device_kind in DEVICES:
+        return DEVICES[device_kind]["peak_flops"], f"{device_kind} table"
+    return measured_cpu_peak(), "measured (numpy float32 matmul)"

@@ -1,0 +1,39 @@
+"""The per-step loss metric and the training loss."""
+
+import keras
+from keras import ops
+
+
+class LastValue(keras.metrics.Metric):
+    """The value of the latest `update_state` call, not a running mean.
+
+    `fit` reports `logs["loss"]` from the compiled loss tracker, a mean over
+    the epoch; with this one in its place each step's log is that step's
+    loss, which is what the progress bar, `metrics.jsonl` and the NaN check
+    need (and what makes a resumed run's log comparable step by step).
+    """
+
+    def __init__(self, name="loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+
+    def update_state(self, values, sample_weight=None):
+        self.value.assign(ops.cast(ops.mean(values), self.dtype))
+
+    def result(self):
+        return ops.convert_to_tensor(self.value)
+
+    def reset_state(self):
+        self.value.assign(0.0)
+
+
+def causal_lm_loss():
+    """Cross-entropy on logits, averaged over tokens with `sample_weight` 1 (B, T)."""
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
+
+
+def compile_for_training(causal_lm, optimizer):
+    """Compile with the causal-LM loss, no extra metrics, and a per-step loss log."""
+    causal_lm.compile(optimizer=optimizer, loss=causal_lm_loss(), weighted_metrics=[], sampler="greedy")
+    # Keras has no public switch for the loss tracker's reduction; swap it.
+    causal_lm._loss_tracker = LastValue(name="loss")
