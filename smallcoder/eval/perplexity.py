@@ -1,0 +1,174 @@
+"""Perplexity with a sliding window over the model's context.
+
+Each document is tokenized on its own. Windows of `window` tokens (default
+the model's context, 1024) start every `stride` tokens; a window scores only
+the tokens the previous window did not (so every token after a document's
+first is scored once, with at least `window - stride` tokens of context, as
+in the Hugging Face perplexity guide). The result is token-weighted over all
+documents: `perplexity = exp(sum NLL / scored tokens)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+
+def sliding_windows(num_tokens, window, stride):
+    """`[(begin, end, first_scored)]` for a document of `num_tokens` tokens.
+
+    The window covers tokens `[begin, end)`; tokens `[first_scored, end)` are
+    scored (the first token of the document never is).
+    """
+    if not 0 < stride <= window:
+        raise ValueError(
+            f"Need 0 < stride <= window, got stride={stride}, window={window}."
+        )
+    spans, scored_until = [], 1
+    begin = 0
+    while scored_until < num_tokens:
+        end = min(begin + window, num_tokens)
+        spans.append((begin, end, scored_until))
+        scored_until = end
+        begin += stride
+    return spans
+
+
+def token_nll(causal_lm, token_ids, padding_mask):
+    """Next-token NLL. `token_ids`, `padding_mask`: int32 (B, T) -> float32 (B, T - 1)
+    where entry `t` is the NLL of token `t + 1` given tokens `<= t`."""
+    from keras import ops
+
+    logits = causal_lm(
+        {"token_ids": token_ids, "padding_mask": padding_mask}
+    )  # (B, T, V)
+    log_probs = ops.log_softmax(ops.cast(logits[:, :-1, :], "float32"), axis=-1)
+    targets = ops.expand_dims(ops.convert_to_tensor(token_ids[:, 1:], "int32"), -1)
+    nll = -ops.squeeze(ops.take_along_axis(log_probs, targets, axis=-1), -1)  # (B, T-1)
+    return ops.convert_to_numpy(nll)
+
+
+def perplexity(causal_lm, texts, window=None, stride=512, batch_size=4, progress=False):
+    """Token-weighted perplexity of `causal_lm` over `texts`.
+
+    Args:
+        causal_lm: a `SmallCoderCausalLM` with a tokenizer.
+        texts: an iterable of document strings.
+        window: tokens per window; default (and at most) the model's context.
+        stride: tokens between window starts (`window` = no overlap).
+        batch_size: windows per forward pass.
+
+    Returns:
+        `{"perplexity", "nll_per_token", "tokens", "documents", "window",
+        "stride"}` (`tokens` = scored tokens).
+    """
+    from tqdm.auto import tqdm
+
+    context = causal_lm.backbone.max_sequence_length
+    window = window or context
+    if window > context:
+        raise ValueError(
+            f"window={window} exceeds the model's {context}-token context."
+        )
+    stride = min(stride, window)
+    total_nll, total_tokens, documents, pending = 0.0, 0, 0, []
+
+    def flush():
+        nonlocal total_nll, total_tokens
+        length = max(len(ids) for ids, _ in pending)
+        length = min(window, -(-length // 64) * 64)  # fewer distinct shapes to compile
+        token_ids = np.zeros((batch_size, length), "int32")
+        mask = np.zeros((batch_size, length), "int32")
+        for row, (ids, _) in enumerate(pending):
+            token_ids[row, : len(ids)] = ids
+            mask[row, : len(ids)] = 1
+        nll = token_nll(causal_lm, token_ids, mask)
+        for row, (ids, skip) in enumerate(pending):
+            # nll[row, t] scores token t + 1; score tokens skip..len(ids)-1.
+            scored = nll[row, skip - 1 : len(ids) - 1]
+            total_nll += float(scored.astype("float64").sum())
+            total_tokens += len(scored)
+        pending.clear()
+
+    for text in tqdm(texts, desc="perplexity", disable=not progress, unit="doc"):
+        ids = causal_lm.tokenizer.encode(text)
+        documents += 1
+        for begin, end, first in sliding_windows(len(ids), window, stride):
+            pending.append((ids[begin:end], first - begin))
+            if len(pending) == batch_size:
+                flush()
+    if pending:
+        flush()
+    if total_tokens == 0:
+        raise ValueError("No tokens to score: every document is shorter than 2 tokens.")
+    nll = total_nll / total_tokens
+    return {
+        "perplexity": math.exp(nll),
+        "nll_per_token": nll,
+        "tokens": total_tokens,
+        "documents": documents,
+        "window": window,
+        "stride": stride,
+    }
+
+
+def read_texts(source, text_field="text", split="train", limit=None):
+    """Documents from a local file or a Hugging Face dataset.
+
+    Args:
+        source: a `.txt` file (one document), a `.jsonl` file (one document per
+            line, in `text_field`), or a dataset id `name` or `name:config`
+            streamed with `datasets.load_dataset`.
+        limit: at most this many documents.
+
+    Yields:
+        Document strings.
+    """
+    import itertools
+
+    if os.path.exists(source):
+        if source.endswith((".jsonl", ".json")):
+            rows = _jsonl_texts(source, text_field)
+        else:
+            with open(source, encoding="utf-8") as f:
+                rows = iter([f.read()])
+    else:
+        rows = _dataset_texts(source, text_field, split)
+    yield from itertools.islice(rows, limit)
+
+
+def _jsonl_texts(path, field):
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                row = json.loads(line)
+                if field not in row:
+                    raise KeyError(
+                        f"{path}: line {number} has no {field!r} key (--text-field)."
+                    )
+                yield row[field]
+
+
+def _dataset_texts(source, field, split):
+    from smallcoder.eval.mbpp import _hub_reachable
+
+    if "/" not in source and ":" not in source:
+        raise FileNotFoundError(
+            f"No file {source!r}, and it is not a dataset id (owner/name)."
+        )
+    if (
+        os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true")
+        or not _hub_reachable()
+    ):
+        raise RuntimeError(
+            f"Cannot reach the Hugging Face Hub to stream {source!r}. "
+            "Pass a local .txt or .jsonl file instead."
+        )
+    import datasets
+
+    name, _, config = source.partition(":")
+    for row in datasets.load_dataset(name, config or None, split=split, streaming=True):
+        yield row[field]

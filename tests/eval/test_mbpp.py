@@ -1,0 +1,122 @@
+import time
+
+import pytest
+
+from smallcoder.eval import mbpp
+from smallcoder.eval.runner import run_eval
+from smallcoder.tokenizer import chat_prompt
+
+HEADER = "You are an expert Python programmer, and here is your task: "
+
+
+def test_test_split_and_three_shot_prompt(mbpp_path):
+    tasks = mbpp.load_tasks(mbpp_path)
+    assert [t["task_id"] for t in tasks] == list(range(11, 511))
+    task = tasks[0]
+    assert [s["task_id"] for s in task["shots"]] == [2, 3, 4]
+    raw = mbpp.build_prompt(task, chat=False)
+    assert raw.startswith(HEADER + "Write a function to find the similar elements")
+    assert raw.count(HEADER) == 4 and raw.count("[DONE]") == 3
+    assert raw.endswith('assert remove_Occ("PHP","P") == "H"\n[BEGIN]\n')
+    assert "\r" not in raw
+    assert (
+        "Your code should pass these tests:\n\nassert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)\n"
+        in raw
+    )
+    chat = mbpp.build_prompt(task)
+    assert chat == chat_prompt(raw[: -len("\n[BEGIN]\n")])
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        " [BEGIN]\ndef f(x):\n    return x\n[DONE]\nYou are an expert Python programmer",
+        "```python\ndef f(x):\n    return x\n```\nThis returns x.",
+        "def f(x):\n    return x\n[DONE]",
+        "Here it is:\ndef f(x):\n    return x\n",
+    ],
+)
+def test_postprocess(answer):
+    assert mbpp.postprocess(answer) == "def f(x):\n    return x\n"
+
+
+def test_postprocess_keeps_globals_before_functions():
+    code = "MAX = 3\r\ndef f():\r\n\treturn MAX"
+    assert mbpp.postprocess(code) == code + "\n"
+
+
+def test_reference_code_passes(mbpp_path, tmp_path, write_samples):
+    tasks = mbpp.load_tasks(mbpp_path, limit=30)
+    samples = write_samples(
+        tmp_path / "ref.jsonl", [(t["task_id"], t["code"]) for t in tasks]
+    )
+    summary = run_eval(
+        name="mbpp",
+        samples=samples,
+        data=mbpp_path,
+        limit=30,
+        output_dir=tmp_path,
+        progress=False,
+    )
+    assert summary["scores"] == {"pass@1": 1.0} and summary["num_tasks"] == 30
+
+
+@pytest.mark.slow
+def test_reference_code_passes_on_the_whole_test_split(
+    mbpp_path, tmp_path, write_samples
+):
+    tasks = mbpp.load_tasks(mbpp_path)
+    samples = write_samples(
+        tmp_path / "ref.jsonl", [(t["task_id"], t["code"]) for t in tasks]
+    )
+    summary = run_eval(
+        name="mbpp",
+        samples=samples,
+        data=mbpp_path,
+        output_dir=tmp_path,
+        progress=False,
+    )
+    assert summary["num_tasks"] == 500 and summary["scores"] == {"pass@1": 1.0}
+
+
+def test_empty_completions_score_zero(mbpp_path, tmp_path, write_samples):
+    tasks = mbpp.load_tasks(mbpp_path, limit=10)
+    samples = write_samples(
+        tmp_path / "empty.jsonl", [(t["task_id"], "") for t in tasks]
+    )
+    summary = run_eval(
+        name="mbpp",
+        samples=samples,
+        data=mbpp_path,
+        limit=10,
+        output_dir=tmp_path,
+        progress=False,
+    )
+    assert summary["scores"] == {"pass@1": 0.0}
+
+
+def test_offline_hub_fails_fast_and_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="--data"):
+        mbpp.load_tasks()
+    assert time.monotonic() - start < 5
+
+
+def test_unreachable_hub_fails_fast(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="--data"):
+        mbpp.load_tasks()
+    assert time.monotonic() - start < 10
+
+
+def test_bad_local_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="mbpp.jsonl"):
+        mbpp.load_tasks(str(tmp_path / "missing.jsonl"))
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text('{"task_id": 2, "text": "t", "code": "", "test_list": []}\n')
+    with pytest.raises(ValueError, match="lacks task_ids"):
+        mbpp.load_tasks(str(partial))
