@@ -58,6 +58,18 @@ class SmallCoderCausalLM(CausalLM):
             optimizer = keras.optimizers.AdamW(3e-4, weight_decay=0.1)
         super().compile(optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, sampler=sampler, **kwargs)
 
+    # keras-hub's PipelineModel re-wraps every input of fit/evaluate/predict in
+    # tf.data or grain for an in-graph preprocessor. SmallCoder tokenizes in
+    # Python, so arrays, generators and PyDatasets go straight to Keras.
+    def fit(self, *args, **kwargs):
+        return keras.Model.fit(self, *args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        return keras.Model.evaluate(self, *args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        return keras.Model.predict(self, *args, **kwargs)
+
     # === Presets ===
     @classmethod
     def from_preset(cls, preset, load_weights=True, dtype=None, **kwargs):

@@ -1,0 +1,27 @@
+"""Test set-up: pick the Keras backend and fake 8 CPU devices before any import."""
+
+import os
+
+# Must happen before JAX (and keras) are imported anywhere.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    ).strip()
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def backend():
+    import keras
+
+    return keras.config.backend()
+
+
+@pytest.fixture(scope="session")
+def demo_tokenizer():
+    from smallcoder.demo_tokenizer import demo_tokenizer
+
+    return demo_tokenizer()
