@@ -1,0 +1,57 @@
+"""Test and lint sessions.
+
+`nox -s tests` runs the suite once per Keras backend (jax, tensorflow, torch);
+`nox -s "tests(backend='jax')"` runs one. The three runs share one virtual
+environment (`.nox/test-env`), installed once and reused while `pyproject.toml`
+is unchanged: the dependencies are the same, only `KERAS_BACKEND` differs.
+"""
+
+import hashlib
+import os
+import pathlib
+import sys
+
+import nox
+
+nox.options.sessions = ["tests"]
+ROOT = pathlib.Path(__file__).parent
+BACKENDS = ["jax", "tensorflow", "torch"]
+
+
+def _test_env(session):
+    """Create (or reuse) the shared venv with `.[test]` (torch==2.13.0 pinned, CPU)."""
+    env = ROOT / ".nox" / "test-env"
+    python = env / "bin" / "python"
+    stamp = env / ".installed"
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not (python.exists() and stamp.exists() and stamp.read_text() == wanted):
+        session.run(sys.executable, "-m", "venv", "--clear", str(env), external=True)
+        pip = [str(python), "-m", "pip", "install", "--quiet"]
+        session.run(*pip, "--upgrade", "pip", external=True)
+        session.run(*pip, "torch==2.13.0", external=True)
+        session.run(*pip, "-e", f"{ROOT}[test]", external=True)
+        stamp.write_text(wanted)
+    return env
+
+
+@nox.session(venv_backend="none")
+@nox.parametrize("backend", BACKENDS)
+def tests(session, backend):
+    """Run pytest on one Keras backend."""
+    env = _test_env(session)
+    session.run(
+        str(env / "bin" / "python"), "-m", "pytest", *(session.posargs or ["-q"]),
+        external=True,
+        env={
+            "KERAS_BACKEND": backend,
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PATH": f"{env / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        },
+    )
+
+
+@nox.session
+def lint(session):
+    """ruff over the package, tests and recipes code."""
+    session.install("ruff")
+    session.run("ruff", "check", "smallcoder", "tests", "noxfile.py")
