@@ -1,10 +1,11 @@
 """Perplexity with a sliding window over the model's context.
 
 Each document is tokenized on its own. Windows of `window` tokens (default
-the model's context, 1024) start every `stride` tokens; a window scores only
-the tokens the previous window did not (so every token after a document's
-first is scored once, with at least `window - stride` tokens of context, as
-in the Hugging Face perplexity guide). The result is token-weighted over all
+the model's context, 1024) start every `stride` tokens (at most `window - 1`);
+a window scores only the tokens the previous window did not, so every token
+after a document's first is scored exactly once, with at least
+`window - stride` tokens of context (as in the Hugging Face perplexity guide,
+except that no token is skipped at window starts). The result is token-weighted over all
 documents: `perplexity = exp(sum NLL / scored tokens)`.
 """
 
@@ -20,35 +21,42 @@ import numpy as np
 def sliding_windows(num_tokens, window, stride):
     """`[(begin, end, first_scored)]` for a document of `num_tokens` tokens.
 
-    The window covers tokens `[begin, end)`; tokens `[first_scored, end)` are
-    scored (the first token of the document never is).
+    The window covers tokens `[begin, end)` and scores tokens
+    `[first_scored, end)`. Windows start every `min(stride, window - 1)`
+    tokens, so each scored token has at least one token of context in its
+    window and every token after the document's first is scored exactly once.
     """
-    if not 0 < stride <= window:
+    if not 0 < stride or window < 2:
         raise ValueError(
-            f"Need 0 < stride <= window, got stride={stride}, window={window}."
+            f"Need stride > 0 and window >= 2, got stride={stride}, window={window}."
         )
-    spans, scored_until = [], 1
-    begin = 0
+    step = min(stride, window - 1)
+    spans, begin, scored_until = [], 0, 1
     while scored_until < num_tokens:
         end = min(begin + window, num_tokens)
         spans.append((begin, end, scored_until))
         scored_until = end
-        begin += stride
+        begin += step
     return spans
 
 
 def token_nll(causal_lm, token_ids, padding_mask):
-    """Next-token NLL. `token_ids`, `padding_mask`: int32 (B, T) -> float32 (B, T - 1)
-    where entry `t` is the NLL of token `t + 1` given tokens `<= t`."""
-    from keras import ops
+    """Next-token NLL. `token_ids`, `padding_mask`: int32 (B, T) -> float64 (B, T - 1)
+    where entry `t` is the NLL of token `t + 1` given tokens `<= t`.
 
-    logits = causal_lm(
+    The forward pass is compiled (`predict_on_batch`, one compilation per
+    shape); the log-softmax runs in NumPy one row at a time.
+    """
+    logits = causal_lm.predict_on_batch(
         {"token_ids": token_ids, "padding_mask": padding_mask}
-    )  # (B, T, V)
-    log_probs = ops.log_softmax(ops.cast(logits[:, :-1, :], "float32"), axis=-1)
-    targets = ops.expand_dims(ops.convert_to_tensor(token_ids[:, 1:], "int32"), -1)
-    nll = -ops.squeeze(ops.take_along_axis(log_probs, targets, axis=-1), -1)  # (B, T-1)
-    return ops.convert_to_numpy(nll)
+    )
+    nll = np.zeros((token_ids.shape[0], token_ids.shape[1] - 1))
+    for row in range(token_ids.shape[0]):
+        z = np.asarray(logits[row, :-1], "float32")  # (T - 1, V)
+        z = z - z.max(-1, keepdims=True)
+        log_norm = np.log(np.exp(z).sum(-1))
+        nll[row] = log_norm - z[np.arange(len(z)), token_ids[row, 1:]]
+    return nll
 
 
 def perplexity(causal_lm, texts, window=None, stride=512, batch_size=4, progress=False):
@@ -58,7 +66,7 @@ def perplexity(causal_lm, texts, window=None, stride=512, batch_size=4, progress
         causal_lm: a `SmallCoderCausalLM` with a tokenizer.
         texts: an iterable of document strings.
         window: tokens per window; default (and at most) the model's context.
-        stride: tokens between window starts (`window` = no overlap).
+        stride: tokens between window starts (capped at `window - 1`).
         batch_size: windows per forward pass.
 
     Returns:
@@ -73,7 +81,6 @@ def perplexity(causal_lm, texts, window=None, stride=512, batch_size=4, progress
         raise ValueError(
             f"window={window} exceeds the model's {context}-token context."
         )
-    stride = min(stride, window)
     total_nll, total_tokens, documents, pending = 0.0, 0, 0, []
 
     def flush():
@@ -89,7 +96,7 @@ def perplexity(causal_lm, texts, window=None, stride=512, batch_size=4, progress
         for row, (ids, skip) in enumerate(pending):
             # nll[row, t] scores token t + 1; score tokens skip..len(ids)-1.
             scored = nll[row, skip - 1 : len(ids) - 1]
-            total_nll += float(scored.astype("float64").sum())
+            total_nll += float(scored.sum())
             total_tokens += len(scored)
         pending.clear()
 
@@ -111,7 +118,7 @@ def perplexity(causal_lm, texts, window=None, stride=512, batch_size=4, progress
         "tokens": total_tokens,
         "documents": documents,
         "window": window,
-        "stride": stride,
+        "stride": min(stride, window - 1),
     }
 
 
