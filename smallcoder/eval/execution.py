@@ -1,4 +1,4 @@
-"""Run many programs in sandboxes at once, with a progress bar.
+"""Run many programs in sandboxes at once.
 
 Each program gets its own `sandbox.run_program` process tree; a thread pool
 of `workers` threads (default: the number of CPU cores) keeps that many
@@ -10,7 +10,7 @@ except through `subprocess`.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 
 from smallcoder.eval.sandbox import SandboxLimits, run_program
 
@@ -30,8 +30,7 @@ class Executor:
         workers: sandboxes run at the same time.
         isolation: see `sandbox.run_program`.
 
-    `submit(program, then=None) -> Future[SandboxResult]`; `map(programs)` yields
-    `(index, SandboxResult)` as they finish.
+    `submit(program, then=None) -> Future[SandboxResult]`.
     """
 
     def __init__(self, limits=None, workers=None, isolation=None):
@@ -49,13 +48,6 @@ class Executor:
         if then is not None:
             then(result)
         return result
-
-    def map(self, programs, progress=None):
-        futures = {self.submit(p): i for i, p in enumerate(programs)}
-        for future in as_completed(futures):
-            if progress is not None:
-                progress.update(1)
-            yield futures[future], future.result()
 
     def shutdown(self):
         self._pool.shutdown(wait=True, cancel_futures=True)

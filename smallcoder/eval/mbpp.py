@@ -51,15 +51,18 @@ def load_tasks(data=None, limit=None):
     """The MBPP test split (task_ids 11-510) plus the shots.
 
     Args:
-        data: path to a local `mbpp.jsonl` (the Google Research release). If
-            None, `datasets.load_dataset("google-research-datasets/mbpp",
-            "full")` from the Hugging Face Hub.
+        data: path to a local `mbpp.jsonl` (the Google Research release).
+            If None: the `SMALLCODER_MBPP_DATA` environment variable if set,
+            else `datasets.load_dataset("google-research-datasets/mbpp",
+            "full")` from the Hugging Face Hub (a clear error, within seconds,
+            when the Hub is offline or unreachable).
         limit: keep only the first `limit` test tasks.
 
     Returns:
         A list of task dicts (`task_id` int, `text`, `code`, `test_list`,
         `test_setup_code`), each with `shots`: the three shot tasks.
     """
+    data = data or os.environ.get("SMALLCODER_MBPP_DATA") or None
     rows = _read_jsonl(data) if data else _load_from_hub()
     by_id = {int(r["task_id"]): r for r in rows}
     missing = [i for i in (*SHOT_IDS, *TEST_IDS) if i not in by_id]

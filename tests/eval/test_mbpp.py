@@ -96,6 +96,7 @@ def test_empty_completions_score_zero(mbpp_path, tmp_path, write_samples):
 
 
 def test_offline_hub_fails_fast_and_says_what_to_do(monkeypatch):
+    monkeypatch.delenv("SMALLCODER_MBPP_DATA", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="--data"):
@@ -104,6 +105,7 @@ def test_offline_hub_fails_fast_and_says_what_to_do(monkeypatch):
 
 
 def test_unreachable_hub_fails_fast(monkeypatch):
+    monkeypatch.delenv("SMALLCODER_MBPP_DATA", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens there
@@ -111,6 +113,11 @@ def test_unreachable_hub_fails_fast(monkeypatch):
     with pytest.raises(RuntimeError, match="--data"):
         mbpp.load_tasks()
     assert time.monotonic() - start < 10
+
+
+def test_data_path_from_the_environment(monkeypatch, mbpp_path):
+    monkeypatch.setenv("SMALLCODER_MBPP_DATA", mbpp_path)
+    assert len(mbpp.load_tasks(limit=3)) == 3
 
 
 def test_bad_local_files(tmp_path):
