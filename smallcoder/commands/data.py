@@ -3,50 +3,53 @@
 import click
 
 
-def load_recipe(recipe):
-    """`(path, recipe dict)` for a recipe name in `recipes/` (e.g. `sft`) or a YAML path."""
+def find_recipe(recipe):
+    """The YAML path of RECIPE: a path, or a name in `$SMALLCODER_RECIPES`, `./recipes`, the repo's `recipes/`."""
     import os
 
-    import yaml
-
-    candidates = [recipe] if recipe.endswith((".yaml", ".yml")) or os.sep in recipe else []
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for base in (os.getcwd(), root):
-        candidates.append(os.path.join(base, "recipes", f"{recipe}.yaml"))
+    if recipe.endswith((".yaml", ".yml")) or os.sep in recipe:
+        candidates = [recipe]
+    else:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        folders = [os.environ.get("SMALLCODER_RECIPES"), "recipes", os.path.join(root, "recipes")]
+        candidates = [os.path.join(f, f"{recipe}.yaml") for f in folders if f]
     for path in candidates:
         if os.path.isfile(path):
-            with open(path) as f:
-                return path, yaml.safe_load(f) or {}
+            return path
     raise click.BadParameter(
         f"no recipe {recipe!r}: looked for {', '.join(candidates)}. Pass a recipe name "
         "in recipes/ (base, code, math, sft) or a path to a YAML file.", param_hint="RECIPE"
     )
 
 
-def recipe_data(path, recipe, demo, sequence_length, tokenizer_path):
-    """`(data_config, tokenizer, sequence_length)` for a loaded recipe."""
-    from smallcoder.data import validate_data_config
+def recipe_data(path, demo):
+    """`(data, sequence_length, tokenizer)` of the recipe at `path` (the last two may be None).
 
-    data = recipe.get("data")
-    if data is None:
+    A recipe that `extends` another goes through `smallcoder.recipes.load_recipe`
+    (merging, demo blocks); a standalone YAML is read as is: its `data:`,
+    `training.sequence_length` (or `model.sequence_length`) and
+    `model.tokenizer`, with its top-level `demo:` block applied under --demo.
+    """
+    import yaml
+
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    if raw.get("extends"):
+        from smallcoder.recipes import load_recipe
+
+        recipe = load_recipe(path, demo=demo, check_init=False)
+        return recipe["data"], recipe["training.sequence_length"], recipe["model.tokenizer"]
+
+    def get(tree, dotted):
+        for key in dotted.split("."):
+            tree = tree.get(key) if isinstance(tree, dict) else None
+        return tree
+
+    trees = ([raw.get("demo") or {}] if demo else []) + [raw]
+    first = lambda *keys: next((get(t, k) for t in trees for k in keys if get(t, k) is not None), None)  # noqa: E731
+    if "data" not in raw:
         raise click.ClickException(f"{path}: data: missing; the recipe has no data section.")
-    validate_data_config(data, path)
-    model = recipe.get("model") or {}
-    sequence_length = sequence_length or model.get("sequence_length") or (256 if demo else 1024)
-    tokenizer_path = tokenizer_path or recipe.get("tokenizer") or model.get("tokenizer")
-    if demo and not tokenizer_path:
-        from smallcoder.demo_tokenizer import demo_tokenizer
-
-        tokenizer = demo_tokenizer()
-    elif tokenizer_path:
-        from smallcoder.tokenizer import SmallCoderTokenizer
-
-        tokenizer = SmallCoderTokenizer(tokenizer_path)
-    else:
-        raise click.ClickException(
-            f"{path}: no tokenizer: the recipe names none; pass --tokenizer PATH or use --demo."
-        )
-    return data, tokenizer, sequence_length
+    return raw["data"], first("training.sequence_length", "model.sequence_length"), first("model.tokenizer", "tokenizer")
 
 
 def render_row(tokenizer, x, segments, y, weight):
@@ -77,6 +80,20 @@ def render_row(tokenizer, x, segments, y, weight):
     return "".join(parts)
 
 
+def load_tokenizer(path, tokenizer_path, demo):
+    if tokenizer_path:
+        from smallcoder.tokenizer import SmallCoderTokenizer
+
+        return SmallCoderTokenizer(tokenizer_path)
+    if demo:
+        from smallcoder.demo_tokenizer import demo_tokenizer
+
+        return demo_tokenizer()
+    raise click.ClickException(
+        f"{path}: model.tokenizer: not set; pass --tokenizer PATH (a tokenizer.json) or use --demo."
+    )
+
+
 @click.group("data")
 def command():
     """Inspect and check the data pipeline."""
@@ -87,10 +104,10 @@ def command():
 @click.option("--demo", is_flag=True, help="Use the recipe's offline demo sources and the demo tokenizer.")
 @click.option("--batches", default=1, show_default=True, help="How many batches to show.")
 @click.option("--batch-size", default=2, show_default=True, help="Rows per batch.")
-@click.option("--sequence-length", type=int, default=None, help="T (default: the recipe's, else 256 with --demo).")
+@click.option("--sequence-length", type=int, default=None, help="T (default: the recipe's training.sequence_length, else 256).")
 @click.option("--split", type=click.Choice(["train", "validation"]), default="train", show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--tokenizer", "tokenizer_path", default=None, help="A tokenizer.json (default: the recipe's).")
+@click.option("--tokenizer", "tokenizer_path", default=None, help="A tokenizer.json (default: the recipe's model.tokenizer; the demo tokenizer with --demo).")
 @click.option("--json", "as_json", is_flag=True, help="Print token ids, segment ids and loss masks, one JSON object per batch.")
 def inspect(recipe, demo, batches, batch_size, sequence_length, split, seed, tokenizer_path, as_json):
     """Show what the model will see for RECIPE (a name in recipes/ or a YAML path).
@@ -102,15 +119,18 @@ def inspect(recipe, demo, batches, batch_size, sequence_length, split, seed, tok
     import itertools
     import json
 
-    from smallcoder.data import build_pipeline
+    from smallcoder.data import build_pipeline, validate_data_config
     from smallcoder.data.sources import SourceError
 
-    path, loaded = load_recipe(recipe)
+    path = find_recipe(recipe)
     try:
-        data, tokenizer, sequence_length = recipe_data(path, loaded, demo, sequence_length, tokenizer_path)
+        data, recipe_length, recipe_tokenizer = recipe_data(path, demo)
+        validate_data_config(data, path)
+        sequence_length = sequence_length or recipe_length or 256
+        tokenizer = load_tokenizer(path, tokenizer_path or (None if demo else recipe_tokenizer), demo)
         pipeline = build_pipeline(data, tokenizer, sequence_length=sequence_length,
                                   batch_size=batch_size, seed=seed, demo=demo, split=split)
-    except (SourceError, ValueError, FileNotFoundError) as e:
+    except (SourceError, ValueError, FileNotFoundError) as e:  # RecipeError is a ValueError
         raise click.ClickException(str(e)) from e
     for index, (x, y, weight) in enumerate(itertools.islice(pipeline, batches)):
         if as_json:

@@ -10,6 +10,8 @@ tokens and their EOS. Bad records are skipped and counted by reason:
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from smallcoder.data.sources import END, BadRecord, Several
@@ -101,6 +103,14 @@ def encode_chats(tokenizer, conversations):
     return out
 
 
+class Chunk:
+    """Documents read and tokenized together, with what reading them counted."""
+
+    def __init__(self, start):
+        self.start, self.documents, self.exhausted = start, [], False
+        self.records, self.bad = 0, {}
+
+
 class DocumentStream:
     """The tokenized documents of one source, in order, with an exact position.
 
@@ -109,13 +119,16 @@ class DocumentStream:
         reader: its record reader (`smallcoder.data.sources`).
         tokenizer: a `SmallCoderTokenizer`.
         data_format: "text" or "chat".
+        prefetch: read and tokenize the next chunk in a background thread
+            while this one is consumed (the Rust tokenizer releases the GIL).
 
     The position is `(chunk_start, index)`: the reader position where the
     current chunk began and how many of its documents were handed out.
-    Restoring re-reads and re-tokenizes that one chunk.
+    Restoring re-reads and re-tokenizes that one chunk. A prefetched chunk is
+    not part of the position (nor of the counters) until it becomes current.
     """
 
-    def __init__(self, spec, reader, tokenizer, data_format, chunk_chars=CHUNK_CHARS):
+    def __init__(self, spec, reader, tokenizer, data_format, chunk_chars=CHUNK_CHARS, prefetch=True):
         self.spec, self.name, self.reader = spec, spec["name"], reader
         self.tokenizer, self.format = tokenizer, data_format
         self.chunk_documents = getattr(reader, "chunk_documents", CHUNK_DOCUMENTS)
@@ -123,13 +136,15 @@ class DocumentStream:
         self.counters = {"records": 0, "documents": 0, "bad": {}}
         self._chunk, self._index, self._chunk_start = [], 0, None
         self.exhausted = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"data-{self.name}") if prefetch else None
+        self._pending = None  # Future of the next Chunk
 
     def next_document(self):
         """The next document, or None when a non-repeating source is done."""
         while self._index >= len(self._chunk):
             if self.exhausted:
                 return None
-            self._read_chunk()
+            self._advance()
         self._index += 1
         return self._chunk[self._index - 1]
 
@@ -137,30 +152,51 @@ class DocumentStream:
         """The document `next_document` returned last."""
         return self._chunk[self._index - 1]
 
-    def _bad(self, reason):
-        self.counters["bad"][reason] = self.counters["bad"].get(reason, 0) + 1
+    def _advance(self, count=True):
+        chunk = self._pending.result() if self._pending else self._read_chunk()
+        self._pending = None
+        self._chunk_start, self._chunk, self._index = chunk.start, chunk.documents, 0
+        self.exhausted = chunk.exhausted
+        if count:
+            self.counters["records"] += chunk.records
+            self.counters["documents"] += len(chunk.documents)
+            for reason, n in chunk.bad.items():
+                self.counters["bad"][reason] = self.counters["bad"].get(reason, 0) + n
+        if self._executor is not None and not chunk.exhausted:
+            self._pending = self._executor.submit(self._read_chunk)
 
     def _read_chunk(self):
-        self._chunk_start = self.reader.tell()
+        """Read records from the reader's position into a tokenized `Chunk`."""
+        chunk = Chunk(self.reader.tell())
         items, chars = [], 0
         field = self.spec.get("field", "text")
         while len(items) < self.chunk_documents and chars < self.chunk_chars:
             record = self.reader.next_record()
             if record is END:
-                self.exhausted = True
+                chunk.exhausted = True
                 break
-            self.counters["records"] += 1
+            chunk.records += 1
             for r in record if isinstance(record, Several) else [record]:
                 item = extract_text(r, field) if self.format == "text" else extract_chat(r, self.spec)
                 if isinstance(item, BadRecord):
-                    self._bad(item.reason)
+                    chunk.bad[item.reason] = chunk.bad.get(item.reason, 0) + 1
                     continue
                 items.append(item)
                 chars += len(item) if self.format == "text" else sum(len(m["content"]) for m in item)
         encode = encode_texts if self.format == "text" else encode_chats
-        self._chunk = encode(self.tokenizer, items) if items else []
-        self._index = 0
-        self.counters["documents"] += len(items)
+        chunk.documents = encode(self.tokenizer, items) if items else []
+        return chunk
+
+    def _cancel(self):
+        if self._pending is not None:
+            self._pending.result()  # let the reader come to rest before it is moved
+            self._pending = None
+
+    def close(self):
+        """Stop the prefetch thread."""
+        self._cancel()
+        if self._executor is not None:
+            self._executor.shutdown()
 
     # === State ===
     def state_dict(self):
@@ -172,10 +208,11 @@ class DocumentStream:
         }
 
     def load_state_dict(self, state):
+        self._cancel()
         self.exhausted = False
         self.reader.seek(state["chunk_start"])
-        self._chunk, self._index = [], 0
+        self._chunk, self._index, self._chunk_start = [], 0, None
         if state["chunk_start"] is not None:
-            self._read_chunk()
+            self._advance(count=False)
             self._index = state["index"]
         self.counters = {**state["counters"], "bad": dict(state["counters"]["bad"])}

@@ -74,6 +74,11 @@ class Pipeline:
         token_ids, segment_ids, targets, weights = batch
         return {"token_ids": token_ids, "padding_mask": segment_ids}, targets, weights
 
+    def close(self):
+        """Stop the background tokenization threads (also done when the pipeline is collected)."""
+        for stream in self.streams:
+            stream.close()
+
     def token_counts(self):
         """`{source name: tokens it put into the batches so far}` (after packing)."""
         return dict(zip(self.names, self.packer.counts))

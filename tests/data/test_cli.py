@@ -1,6 +1,7 @@
 """`smallcoder data inspect` through click's CliRunner, offline."""
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -8,7 +9,8 @@ from click.testing import CliRunner
 from smallcoder.cli import main
 
 SFT_RECIPE = """
-model: {sequence_length: 256}
+training: {sequence_length: 1024}
+demo: {training: {sequence_length: 256}}
 data:
   format: chat
   overlong: truncate
@@ -63,3 +65,17 @@ def test_inspect_without_network_names_dataset(recipes_dir):
 def test_unknown_recipe(recipes_dir):
     result = CliRunner().invoke(main, ["data", "inspect", "nope", "--demo"])
     assert result.exit_code != 0 and "no recipe 'nope'" in result.output
+
+
+REPO_RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "recipes")
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(REPO_RECIPES, "sft.yaml")),
+                    reason="the repository recipes are not there yet")
+@pytest.mark.parametrize("name", ["sft", "base"])
+def test_inspect_repository_recipe_demo(name, monkeypatch, demo_tokenizer):
+    monkeypatch.setenv("SMALLCODER_RECIPES", REPO_RECIPES)
+    result = CliRunner().invoke(main, ["data", "inspect", name, "--demo", "--json"])
+    assert result.exit_code == 0, result.output
+    batch = json.loads(result.output)
+    assert len(batch["token_ids"][0]) == 256  # the recipe's demo sequence length
