@@ -119,7 +119,7 @@ def load_hf(path_or_repo_id, dtype=None, progress=None):
     _check_tensors(reader, specs, kwargs["tie_word_embeddings"], folder)
     for spec in _progress("hf -> keras", progress, iterable=specs):
         target = safetensors_io.numpy_dtype(spec.variable.dtype)
-        spec.variable.assign(spec.to_keras(reader.get(spec.hf_name)).astype(target))
+        spec.variable.assign(spec.to_keras(reader.get(spec.hf_name)).astype(target))  # a copy: never alias the file
     return SmallCoderCausalLM(backbone, tokenizer=tokenizer)
 
 

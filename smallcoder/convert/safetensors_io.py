@@ -207,7 +207,8 @@ def write_safetensors(path, specs, tensor_fn):
             array = np.asarray(tensor_fn(name))
             if tuple(array.shape) != tuple(shape):
                 raise ValueError(f"Tensor {name!r} has shape {array.shape}, expected {tuple(shape)}.")
-            f.write(np.ascontiguousarray(array.astype(dtype, copy=False)).tobytes())
+            array = np.ascontiguousarray(array.astype(dtype, copy=False))
+            f.write(array.reshape(-1).view(np.uint8).data)
 
 
 def write_checkpoint(folder, specs, tensor_fn, max_shard_size=DEFAULT_MAX_SHARD_SIZE):
