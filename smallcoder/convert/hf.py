@@ -10,7 +10,7 @@ import tempfile
 
 from smallcoder.convert import hf_config, safetensors_io
 from smallcoder.convert.hub import resolve_folder
-from smallcoder.convert.weights import unexpected_tensors, weight_specs
+from smallcoder.convert.weights import hf_shapes, unexpected_tensors, weight_specs
 
 SAVE_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -56,27 +56,27 @@ def _load_tokenizer(folder, config):
     return tokenizer
 
 
-def _check_tensors(reader, specs, tied, folder):
-    """Refuse missing, unexpected or misshapen tensors before any is loaded."""
-    missing = [s.hf_name for s in specs if s.hf_name not in reader]
+def _check_tensors(reader, expected, tied, folder):
+    """Refuse missing, unexpected or misshapen tensors (`expected`: {name: shape})."""
+    missing = [name for name in expected if name not in reader]
     if missing:
         raise ValueError(
             f"{folder}: {len(missing)} tensor(s) the config implies are not in the "
             f"safetensors files, e.g. {missing[:3]}. Is this a LlamaForCausalLM checkpoint "
             "matching its config.json?"
         )
-    extra = unexpected_tensors(reader.names(), specs, tied)
+    extra = unexpected_tensors(reader.names(), expected, tied)
     if extra:
         raise ValueError(
             f"{folder}: tensors with no place in the model, e.g. {extra[:3]} (biases or "
             "layers the config does not declare); refusing to drop them silently."
         )
-    for spec in specs:
-        found = reader.shape(spec.hf_name)
-        if found != tuple(spec.hf_shape):
+    for name, shape in expected.items():
+        found = reader.shape(name)
+        if found != tuple(shape):
             raise ValueError(
-                f"{folder}: tensor {spec.hf_name!r} has shape {found} but config.json implies "
-                f"{tuple(spec.hf_shape)}. The weights do not match the config."
+                f"{folder}: tensor {name!r} has shape {found} but config.json implies "
+                f"{tuple(shape)}. The weights do not match the config."
             )
 
 
@@ -97,9 +97,6 @@ def load_hf(path_or_repo_id, dtype=None, progress=None):
     lm.generate(["def fib(n):"], max_new_tokens=32)
     ```
     """
-    from smallcoder.models.backbone import SmallCoderBackbone
-    from smallcoder.models.causal_lm import SmallCoderCausalLM
-
     folder = resolve_folder(path_or_repo_id)
     config_path = os.path.join(folder, "config.json")
     if not os.path.isfile(config_path):
@@ -107,6 +104,7 @@ def load_hf(path_or_repo_id, dtype=None, progress=None):
     config = hf_config.read_json(config_path)
     kwargs = hf_config.backbone_kwargs_from_hf(config, where=config_path)
     reader = safetensors_io.SafetensorsReader(folder)
+    _check_tensors(reader, hf_shapes(kwargs), kwargs["tie_word_embeddings"], folder)
     tokenizer = _load_tokenizer(folder, config)
     if tokenizer is not None and tokenizer.vocab_size > kwargs["vocabulary_size"]:
         raise ValueError(
@@ -114,10 +112,11 @@ def load_hf(path_or_repo_id, dtype=None, progress=None):
             f"vocab_size is {kwargs['vocabulary_size']}."
         )
 
+    from smallcoder.models.backbone import SmallCoderBackbone
+    from smallcoder.models.causal_lm import SmallCoderCausalLM
+
     backbone = SmallCoderBackbone(**kwargs, dtype=dtype)
-    specs = weight_specs(backbone)
-    _check_tensors(reader, specs, kwargs["tie_word_embeddings"], folder)
-    for spec in _progress("hf -> keras", progress, iterable=specs):
+    for spec in _progress("hf -> keras", progress, iterable=weight_specs(backbone)):
         target = safetensors_io.numpy_dtype(spec.variable.dtype)
         spec.variable.assign(spec.to_keras(reader.get(spec.hf_name)).astype(target))  # a copy: never alias the file
     return SmallCoderCausalLM(backbone, tokenizer=tokenizer)

@@ -68,40 +68,55 @@ def _out_projection(heads, head_dim, hidden):
     )
 
 
+def _layout(num_layers, hidden_dim, vocabulary_size, intermediate_dim, num_query_heads,
+            num_key_value_heads, tie_word_embeddings, **_):
+    """`[(hf_name, keras attribute path, hf_shape, to_keras, to_hf)]` in HF order."""
+    D, V, F = hidden_dim, vocabulary_size, intermediate_dim
+    N, K = num_query_heads, num_key_value_heads
+    H = D // N
+    norm, dense = ((D,), _same, _same), ((F, D), _transpose, _transpose)
+    layout = [("model.embed_tokens.weight", "token_embedding.embeddings", (V, D), _same, _same)]
+    for i in range(num_layers):
+        hf, keras = f"model.layers.{i}.", f"transformer_layers.{i}."
+        layout += [
+            (hf + "input_layernorm.weight", keras + "pre_attention_norm.scale", *norm),
+            (hf + "self_attn.q_proj.weight", keras + "attention.query.kernel", *_in_projection(N, H, D)),
+            (hf + "self_attn.k_proj.weight", keras + "attention.key.kernel", *_in_projection(K, H, D)),
+            (hf + "self_attn.v_proj.weight", keras + "attention.value.kernel", *_in_projection(K, H, D)),
+            (hf + "self_attn.o_proj.weight", keras + "attention.attention_output.kernel", *_out_projection(N, H, D)),
+            (hf + "post_attention_layernorm.weight", keras + "pre_feedforward_norm.scale", *norm),
+            (hf + "mlp.gate_proj.weight", keras + "feedforward_gate.kernel", *dense),
+            (hf + "mlp.up_proj.weight", keras + "feedforward_intermediate.kernel", *dense),
+            (hf + "mlp.down_proj.weight", keras + "feedforward_output.kernel", (D, F), _transpose, _transpose),
+        ]
+    layout.append(("model.norm.weight", "final_norm.scale", *norm))
+    if not tie_word_embeddings:
+        layout.append(("lm_head.weight", "token_embedding.reverse_embeddings", (V, D), _transpose, _transpose))
+    return layout  # fmt: skip
+
+
+def hf_shapes(backbone_kwargs):
+    """`{hf_name: shape}` a checkpoint for these `SmallCoderBackbone` kwargs must hold."""
+    return {name: shape for name, _, shape, _, _ in _layout(**backbone_kwargs)}
+
+
+def _attribute(obj, path):
+    for part in path.split("."):
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj
+
+
 def weight_specs(backbone):
     """Every `WeightSpec` of `backbone`, in Hugging Face's tensor order."""
-    D, V, F = backbone.hidden_dim, backbone.vocabulary_size, backbone.intermediate_dim
-    N, K, H = backbone.num_query_heads, backbone.num_key_value_heads, backbone.head_dim
-    embedding = backbone.token_embedding
-    specs = [WeightSpec("model.embed_tokens.weight", embedding.embeddings, (V, D), _same, _same)]
-    for i, block in enumerate(backbone.transformer_layers):
-        attention, prefix = block.attention, f"model.layers.{i}."
-        specs += [
-            WeightSpec(prefix + "input_layernorm.weight", block.pre_attention_norm.scale, (D,), _same, _same),
-            WeightSpec(prefix + "self_attn.q_proj.weight", attention.query.kernel, *_in_projection(N, H, D)),
-            WeightSpec(prefix + "self_attn.k_proj.weight", attention.key.kernel, *_in_projection(K, H, D)),
-            WeightSpec(prefix + "self_attn.v_proj.weight", attention.value.kernel, *_in_projection(K, H, D)),
-            WeightSpec(
-                prefix + "self_attn.o_proj.weight", attention.attention_output.kernel, *_out_projection(N, H, D)
-            ),
-            WeightSpec(
-                prefix + "post_attention_layernorm.weight", block.pre_feedforward_norm.scale, (D,), _same, _same
-            ),
-            WeightSpec(prefix + "mlp.gate_proj.weight", block.feedforward_gate.kernel, (F, D), _transpose, _transpose),
-            WeightSpec(
-                prefix + "mlp.up_proj.weight", block.feedforward_intermediate.kernel, (F, D), _transpose, _transpose
-            ),
-            WeightSpec(prefix + "mlp.down_proj.weight", block.feedforward_output.kernel, (D, F), _transpose, _transpose),
-        ]
-    specs.append(WeightSpec("model.norm.weight", backbone.final_norm.scale, (D,), _same, _same))
-    if not backbone.tie_word_embeddings:
-        specs.append(WeightSpec("lm_head.weight", embedding.reverse_embeddings, (V, D), _transpose, _transpose))
-    return specs
+    return [
+        WeightSpec(name, _attribute(backbone, path), shape, to_keras, to_hf)
+        for name, path, shape, to_keras, to_hf in _layout(**backbone.get_config())
+    ]
 
 
-def unexpected_tensors(names, specs, tied):
-    """Checkpoint tensors no spec consumes (a tied `lm_head.weight` is allowed)."""
-    expected = {spec.hf_name for spec in specs}
+def unexpected_tensors(names, expected_names, tied):
+    """Checkpoint tensors the model has no place for (a tied `lm_head.weight` is allowed)."""
+    expected = set(expected_names)
     if tied:
         expected.add("lm_head.weight")
     return sorted(n for n in names if n not in expected and not n.endswith(IGNORED_SUFFIXES))
