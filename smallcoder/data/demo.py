@@ -54,12 +54,6 @@ def _read_stdlib(relpath):
         return f.read()
 
 
-@functools.lru_cache(maxsize=64)
-def _parse(relpath):
-    source = _read_stdlib(relpath).decode("utf-8")
-    return source, ast.parse(source)
-
-
 def demo_keys(kind, split):
     """The item keys of demo corpus `kind` for `split` ("train" or "validation")."""
     from pydoc_data import topics
@@ -95,18 +89,30 @@ def demo_records(kind, key):
                                   {"role": "assistant", "content": answer}]}]
         return [{"text": f"Problem: {question}\nSolution: {answer}"}]
     try:
-        source, tree = _parse(name)
+        if what == "file":
+            return [{"text": _read_stdlib(name).decode("utf-8")}]
+        if what == "doc":
+            text = _module_docstrings(name)
+            return [{"text": text}] if text else []
+        pairs = _module_functions(name)
     except (UnicodeDecodeError, SyntaxError, OSError):
         return [BadRecord("undecodable")]
-    if what == "file":
-        return [{"text": source}]
-    if what == "doc":
-        docs = [ast.get_docstring(n) for n in ast.walk(tree)
-                if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
-        text = "\n\n".join(d for d in docs if d)
-        return [{"text": text}] if text else []
     return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-            for q, a in function_instructions(source, tree)]
+            for q, a in pairs]
+
+
+@functools.lru_cache(maxsize=None)  # small strings, parsed once per process
+def _module_docstrings(relpath):
+    source = _read_stdlib(relpath).decode("utf-8")
+    docs = [ast.get_docstring(n) for n in ast.walk(ast.parse(source))
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+    return "\n\n".join(d for d in docs if d)
+
+
+@functools.lru_cache(maxsize=None)
+def _module_functions(relpath):
+    source = _read_stdlib(relpath).decode("utf-8")
+    return tuple(function_instructions(source, ast.parse(source)))
 
 
 # === SFT pairs from functions ===
