@@ -3,8 +3,8 @@
 - `{name}_results.jsonl`: one line per executed sample, appended and flushed
   as soon as it is known: `{"task_id", "sample", "completion", "raw",
   "passed", "result", "timed_out", "duration_s"}` (`result` is `"passed"`,
-  `"timed out"` or `"failed: <reason>"`; `raw` is the model's text before
-  post-processing, or null when scoring a `--samples` file).
+  `"timed out"` or `"failed: <reason>"`; `raw` is the model's text, or
+  the `--samples` file's completion, before post-processing).
 - `{name}_config.json`: the settings of the run; a resumed run must match.
 - `{name}_summary.json`: pass@k, counts, the model card's reference numbers
   and the protocol, written atomically at the end.

@@ -20,6 +20,7 @@ BENCHMARKS = {humaneval.NAME: humaneval, mbpp.NAME: mbpp}
 # Settings a resumed run must share with the run that wrote the results.
 _RESUME_KEYS = ("benchmark", "model", "samples", "n_samples", "temperature",
                 "max_new_tokens", "chat", "seed")  # fmt: skip
+_TOO_LONG = "failed: the prompt does not fit the context"
 
 
 def run_eval(
@@ -131,17 +132,8 @@ def run_eval(
         done = log.done()
 
         def submit(task, sample, raw, completion=None):
-            if raw is None and completion is None:
-                log.append(
-                    _row(
-                        task,
-                        sample,
-                        "",
-                        None,
-                        "failed: the prompt does not fit the context",
-                        0.0,
-                    )
-                )
+            if raw is None:  # the prompt alone fills the context
+                log.append(_row(task, sample, "", None, _TOO_LONG, 0.0))
                 execution.update(1)
                 return
             completion = (

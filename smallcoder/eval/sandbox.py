@@ -34,6 +34,8 @@ On top of that, the strongest of two isolation levels the machine supports
 A program *passes* when it exits with status 0 after running to its end: the
 bootstrap writes a secret token to an inherited file descriptor only after the program
 returns, so `sys.exit(0)`/`os._exit(0)` in the middle of a program is a failure.
+The sandbox protects the host from the program, not the score from a program
+written to fake a pass (it could find the token in its own process).
 
 Example:
 >>> result = run_program("assert 1 + 1 == 2", SandboxLimits(timeout_s=3))

@@ -21,7 +21,7 @@ def test_humaneval_generates_executes_and_restores_the_sampler(causal_lm, tmp_pa
 
     sampler = causal_lm.sampler
     summary = run_eval(
-        causal_lm, "humaneval", limit=3, max_new_tokens=6, batch_size=2, temperature=0.5,
+        causal_lm, "humaneval", limit=2, max_new_tokens=6, batch_size=2, temperature=0.5,
         seed=1, output_dir=tmp_path, progress=False,
     )  # fmt: skip
     assert causal_lm.sampler is sampler
@@ -47,11 +47,11 @@ def test_max_new_tokens_is_capped_to_fit_the_context(causal_lm):
     too_long = tokenizer.decode(ids[:1100])
     n_fits = len(tokenizer.encode(fits))
     assert n_fits < 1024 and len(tokenizer.encode(too_long)) >= 1024
-    stats = GenerationStats(requested_max_new_tokens=512)
+    stats = GenerationStats(requested_max_new_tokens=16)
     prompts = [("short", "def add(a, b):"), ("long", fits), ("too long", too_long)]
     out = dict(
         pair
-        for batch in generate_batches(causal_lm, prompts, 512, 2, stats)
+        for batch in generate_batches(causal_lm, prompts, 16, 1, stats)
         for pair in batch
     )
     assert (
@@ -61,7 +61,7 @@ def test_max_new_tokens_is_capped_to_fit_the_context(causal_lm):
     )
     assert stats.too_long_prompts == 1
     assert stats.min_max_new_tokens == 1024 - n_fits
-    assert stats.capped_prompts == 2  # the short prompt shares the long one's batch
+    assert stats.capped_prompts == 1  # batches of one: only the long prompt is capped
 
 
 def _direct_nll(causal_lm, ids, length):
@@ -122,8 +122,8 @@ def test_cli_end_to_end(tmp_path):
     runner = CliRunner()
     result = runner.invoke(
         main,
-        ["eval", "humaneval", "--model", "smallcoder_test", "--limit", "2", "--max-new-tokens", "4",
-         "--batch-size", "2", "--output", str(tmp_path / "he")],
+        ["eval", "humaneval", "--model", "smallcoder_test", "--limit", "1", "--max-new-tokens", "4",
+         "--batch-size", "1", "--output", str(tmp_path / "he")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "pass@1" in result.output and "27.4%" in result.output
