@@ -106,7 +106,7 @@ def format_tokens(tokens):
     """6_300_000_000 -> '6.3B'."""
     for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if tokens >= size:
-            return f"{tokens / size:.1f}{unit}" if tokens % size else f"{tokens // size:.0f}{unit}"
+            return f"{tokens / size:.1f}{unit}"
     return str(tokens)
 
 
@@ -141,10 +141,24 @@ def recipe_path(name):
     return path
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path):
     with open(path) as f:
         try:
-            content = yaml.safe_load(f)
+            content = yaml.load(f, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as e:
             raise RecipeError(path, "(file)", f"is not valid YAML: {e}") from e
     if content is None:
@@ -227,6 +241,8 @@ def _set_dotted(tree, key, value):
 def _type_names(types):
     names = {int: "an integer", float: "a number", str: "a string", bool: "true/false",
              list: "a list", dict: "a mapping", type(None): "null"}
+    if float in types:
+        types = tuple(t for t in types if t is not int)
     return " or ".join(dict.fromkeys(names[t] for t in types))
 
 

@@ -47,7 +47,7 @@ def device_name(device):
     return "cpu" if "cpu" in kind else None
 
 
-def measured_cpu_peak(size=1024, repeats=5):
+def measured_cpu_peak(size=1024, repeats=10):
     """float32 matmul FLOP/s of this host measured now with numpy (best of `repeats`)."""
     import numpy as np
 

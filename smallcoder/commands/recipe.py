@@ -1,0 +1,78 @@
+"""`smallcoder recipe list|show|run`: the four-stage curriculum, one command per stage."""
+
+import click
+
+CHAIN = ("base", "code", "math", "sft")
+
+
+@click.group("recipe")
+def command():
+    """Training recipes: list them, show one resolved, run a stage (or all four)."""
+
+
+@command.command("list")
+def list_command():
+    """List the recipes with their token budgets and steps."""
+    from smallcoder.recipes import format_tokens, list_recipes, load_recipe
+
+    for name in list_recipes():
+        recipe = load_recipe(name, check_init=False)
+        click.echo(f"{name:<6} {format_tokens(recipe.tokens):>6} tokens  {recipe.steps:>7,} steps  "
+                   f"init_from {recipe['init_from'] or '-':<5}  {recipe['description'] or ''}")
+
+
+def _load(name, demo, overrides, check_init=False):
+    from smallcoder.recipes import RecipeError, load_recipe
+
+    try:
+        return load_recipe(name, demo=demo, overrides=overrides, check_init=check_init)
+    except (RecipeError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+
+
+@command.command("show")
+@click.argument("name")
+@click.option("--demo", is_flag=True, help="Show the --demo variant.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key.")
+def show_command(name, demo, overrides):
+    """Print recipe NAME resolved (defaults, demo, --set applied) with its derived numbers."""
+    click.echo(_load(name, demo, overrides).describe())
+
+
+@command.command("run")
+@click.argument("name")
+@click.option("--demo", is_flag=True, help="Demo sources and the tiny preset: minutes on a CPU, offline.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key, e.g. --set training.tokens=1B (repeatable).")
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="Run folder (default: the recipe's `output`, e.g. runs/<stage>).")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the run folder.")
+def run_command(name, demo, overrides, output, resume):
+    """Train stage NAME (base, code, math, sft), or `all` to chain base -> code -> math -> sft.
+
+    \b
+    Quickstart (2 CPU cores, about five minutes, offline):
+        smallcoder recipe run sft --demo
+    """
+    stages = CHAIN if name == "all" else (name,)
+    if output and name == "all":
+        # Each stage in its own folder under --output; init_from finds them there.
+        overrides = (*overrides, f"output={output.rstrip('/')}/{{name}}")
+        output = None
+    # Validate every stage before training any (a chain checks init_from as it goes).
+    recipes = [_load(stage, demo, overrides, check_init=name != "all") for stage in stages]
+    from smallcoder.recipes import RecipeError, check_init_from
+    from smallcoder.training import TrainingError, run_stage
+
+    for recipe in recipes:
+        click.echo(f"=== stage {recipe.name}{' (demo)' if demo else ''}: {recipe['description'] or ''}")
+        click.echo(recipe.describe().split("# derived\n", 1)[1])
+        try:
+            check_init_from(recipe)
+            run_stage(recipe, resume=resume, output_dir=output, echo=click.echo)
+        except (TrainingError, RecipeError) as e:
+            raise click.ClickException(str(e)) from e
+        if name == "all":
+            import keras
+
+            keras.backend.clear_session()

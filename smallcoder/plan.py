@@ -1,0 +1,127 @@
+"""`smallcoder plan`: steps, tokens, per-device memory and wall time of a recipe on a mesh.
+
+Memory per device, in bytes (P parameters, s sequence, b micro-batch per
+data shard, h hidden, a heads, L layers, F MLP, V vocab, t model-axis size):
+
+- parameters 4P, gradients 4P, AdamW moments 8P (+ 4P accumulators with
+  gradient accumulation), all float32 (`mixed_bfloat16` keeps float32
+  variables) and divided by how many devices shard them in the layout:
+  `data` 1, `fsdp` DATA, `tensor` MODEL, `fsdp_tensor` DATA x MODEL;
+- activations, bf16, per layer (Korthikanti et al. 2022, + SwiGLU's extra
+  F-wide tensor): `s·b·h·(10 + 24/t + 5·a·s/(h·t)) + 4·s·b·F/t`; with
+  rematerialisation only each layer's input `2·s·b·h` is kept, plus one
+  layer's full set during recomputation;
+- logits and their gradient in float32: `8·s·b·V/t`.
+
+Wall time = FLOPs per token (see `training.flops`) x tokens / (devices x peak x MFU).
+"""
+
+from __future__ import annotations
+
+from smallcoder.training.flops import DEVICES, flops_per_token, measured_cpu_peak
+
+HEADROOM = 0.9  # fraction of device memory a plan may use (XLA scratch, fragmentation)
+
+
+def parameter_count(config):
+    D, F, L, V = config["hidden_dim"], config["intermediate_dim"], config["num_layers"], config["vocabulary_size"]
+    N = config["num_query_heads"]
+    K = config.get("num_key_value_heads") or N
+    H = D // N
+    per_layer = D * N * H + 2 * D * K * H + N * H * D + 3 * D * F + 2 * D
+    embeddings = V * D * (1 if config.get("tie_word_embeddings") else 2)
+    return L * per_layer + embeddings + D
+
+
+def plan(recipe, config, mesh, device, layout=None, mfu=0.4):
+    """A dict of the numbers `smallcoder plan` prints.
+
+    Args:
+        recipe: a `Recipe`.
+        config: its backbone config.
+        mesh: `(data, model)`.
+        device: a `DEVICES` key or `"cpu"`.
+        layout: overrides `distribution.layout`.
+        mfu: model FLOPs utilisation assumed for the wall time.
+    """
+    data, model = mesh
+    layout = layout or recipe["distribution.layout"]
+    if layout in (None, "none"):
+        layout = "data"
+    devices = data * model
+    shards = {"data": 1, "fsdp": data, "tensor": model, "fsdp_tensor": data * model}[layout]
+    t = model if layout in ("tensor", "fsdp_tensor") else 1
+    accumulation = recipe["training.gradient_accumulation_steps"]
+    s = recipe["training.sequence_length"]
+    if recipe.micro_batch % data:
+        raise ValueError(f"micro-batch {recipe.micro_batch} does not split over {data} data shards.")
+    b = recipe.micro_batch // data
+    h, a, L = config["hidden_dim"], config["num_query_heads"], config["num_layers"]
+    F, V = config["intermediate_dim"], config["vocabulary_size"]
+
+    P = parameter_count(config)
+    params = 4 * P / shards
+    grads = 4 * P / shards
+    optimizer = (8 + (4 if accumulation > 1 else 0)) * P / shards
+    layer = s * b * h * (10 + 24 / t + 5 * a * s / (h * t)) + 4 * s * b * F / t
+    logits = 8 * s * b * V / t
+    activations = L * layer + logits
+    activations_remat = L * 2 * s * b * h + layer + logits
+
+    if device == "cpu":
+        import psutil
+
+        peak, memory = measured_cpu_peak(), psutil.virtual_memory().total
+        devices_for_time = 1  # a measured host peak already covers every core
+    else:
+        peak, memory = DEVICES[device]["peak_flops"], DEVICES[device]["memory"]
+        devices_for_time = devices
+    fixed = params + grads + optimizer
+    flops = flops_per_token(config, s) * recipe.steps * recipe.tokens_per_step
+    return {
+        "recipe": recipe.name, "layout": layout, "mesh": f"{data}x{model}", "device": device,
+        "devices": devices, "parameters": P, "steps": recipe.steps,
+        "tokens": recipe.steps * recipe.tokens_per_step, "micro_batch_per_device": b,
+        "memory": {
+            "parameters": params, "gradients": grads, "optimizer": optimizer,
+            "activations": activations, "activations_remat": activations_remat,
+            "total": fixed + activations, "total_remat": fixed + activations_remat,
+            "device": memory,
+        },
+        "fits": fixed + activations <= HEADROOM * memory,
+        "fits_remat": fixed + activations_remat <= HEADROOM * memory,
+        "flops": flops, "peak_flops": peak, "mfu": mfu,
+        "wall_s": flops / (devices_for_time * peak * mfu),
+    }
+
+
+def _gib(n):
+    return f"{n / 2**30:8.2f} GiB"
+
+
+def _duration(seconds):
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    return (f"{days}d " if days else "") + f"{hours}h {rest // 60:02d}m"
+
+
+def format_plan(p):
+    m = p["memory"]
+    verdict = {True: "fits", False: "does NOT fit"}
+    return "\n".join([
+        f"plan {p['recipe']}: {p['layout']} layout on a {p['mesh']} mesh of {p['devices']} {p['device']}",
+        f"  parameters        {p['parameters']:,}",
+        f"  steps             {p['steps']:,} ({p['tokens']:,} tokens), micro-batch {p['micro_batch_per_device']} "
+        "per data shard",
+        "  memory per device",
+        f"    parameters      {_gib(m['parameters'])}",
+        f"    gradients       {_gib(m['gradients'])}",
+        f"    optimizer       {_gib(m['optimizer'])}",
+        f"    activations     {_gib(m['activations'])}   (with remat {_gib(m['activations_remat']).strip()})",
+        f"    total           {_gib(m['total'])}   (with remat {_gib(m['total_remat']).strip()})",
+        f"    device          {_gib(m['device'])}   -> {verdict[p['fits']]}; with remat "
+        f"{verdict[p['fits_remat']]} (budget {HEADROOM:.0%})",
+        f"  compute           {p['flops']:.3e} FLOPs at {100 * p['mfu']:.0f}% MFU of "
+        f"{p['peak_flops'] / 1e12:,.1f} TFLOP/s per device",
+        f"  wall time         {_duration(p['wall_s'])}",
+    ])

@@ -1,0 +1,119 @@
+"""Recipes: the model card's budgets and derived steps; bad recipes fail early, naming file and key."""
+
+import os
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from smallcoder.cli import main
+from smallcoder.recipes import RecipeError, load_recipe, parse_tokens, recipes_dir
+
+CARD = {"base": ("6.3B", 24032), "code": ("7.5B", 28610), "math": ("10.0B", 38146), "sft": ("6.0B", 22888)}
+
+
+@pytest.mark.parametrize("stage", list(CARD))
+def test_recipe_show_prints_the_model_card_budget_and_derived_steps(stage):
+    result = CliRunner().invoke(main, ["recipe", "show", stage])
+    assert result.exit_code == 0, result.output
+    budget, steps = CARD[stage]
+    assert f"tokens:            {budget} " in result.output
+    assert f"steps:             {steps:,} = tokens // tokens per step" in result.output
+    recipe = load_recipe(stage, check_init=False)
+    assert recipe.steps == steps == parse_tokens(budget) // (256 * 1024)
+    assert recipe["training.sequence_length"] == 1024
+    assert f"warmup steps:      {recipe.warmup_steps:,}" in result.output
+
+
+def test_stages_chain_and_share_defaults():
+    chain = [load_recipe(s, check_init=False)["init_from"] for s in CARD]
+    assert chain == [None, "base", "code", "math"]
+    code = load_recipe("code", check_init=False)
+    assert code.init_from_dir() == os.path.join("runs", "base", "model")
+    assert code.decay_steps == round(0.2 * code.steps)  # wsd
+    demo = load_recipe("code", demo=True)
+    assert demo.init_from_dir() == os.path.join("runs", "demo", "base", "model")
+    assert demo["model.preset"] == "smallcoder_tiny" and demo["data.demo"][0]["path"] == "code"
+
+
+def test_set_overrides_are_parsed_and_reported():
+    recipe = load_recipe("sft", demo=True, overrides=["training.tokens=1M", "optimizer.clipnorm=null"])
+    assert recipe.tokens == 1_000_000 and recipe["optimizer.clipnorm"] is None
+    assert recipe.where("training.tokens") == "--set"
+    with pytest.raises(RecipeError, match=r"--set: training\.tokenz: unknown key"):
+        load_recipe("sft", overrides=["training.tokenz=1M"], check_init=False)
+    with pytest.raises(RecipeError, match=r"--set: optimizer\.beta_1: must be a number"):
+        load_recipe("sft", overrides=["optimizer.beta_1=high"], check_init=False)
+
+
+@pytest.fixture
+def recipe_dir(tmp_path):
+    shutil.copy(os.path.join(recipes_dir(), "_defaults.yaml"), tmp_path / "_defaults.yaml")
+
+    def write(text):
+        path = tmp_path / "stage.yaml"
+        path.write_text("extends: _defaults\n" + text)
+        return str(path)
+
+    return write
+
+
+GOOD_DATA = """
+training: {tokens: 1M}
+data:
+  format: text
+  sources:
+    - {name: a, weight: 0.5, type: jsonl, path: a.jsonl}
+    - {name: b, weight: 0.5, type: jsonl, path: b.jsonl}
+"""
+
+
+def test_a_good_custom_recipe_loads(recipe_dir):
+    recipe = load_recipe(recipe_dir(GOOD_DATA))
+    assert recipe.steps == 1_000_000 // (256 * 1024)
+
+
+@pytest.mark.parametrize("text,key,message", [
+    (GOOD_DATA + "optimizer: {learning_rat: 1.0e-3}\n", "optimizer.learning_rat", "unknown key"),
+    (GOOD_DATA + "training2: 3\n", "training2", "unknown key"),
+    (GOOD_DATA + "optimizer: {beta_2: fast}\n", "optimizer.beta_2", "must be a number"),
+    (GOOD_DATA + "checkpoint: {every_steps: 1.5}\n", "checkpoint.every_steps", "must be an integer"),
+    (GOOD_DATA + "schedule: {type: linear}\n", "schedule.type", "must be one of"),
+    (GOOD_DATA + "distribution: {layout: fsdp, mesh: 2by4}\n", "distribution.mesh", "DATAxMODEL"),
+    (GOOD_DATA.replace("weight: 0.5, type: jsonl, path: b", "weight: 0.4, type: jsonl, path: b"),
+     r"data.sources\[1\].weight", "sum to 0.9"),
+    (GOOD_DATA.replace("1M", "lots"), "training.tokens", "token count"),
+    (GOOD_DATA.replace("{tokens: 1M}", "{tokens: 1M, global_batch: 10, gradient_accumulation_steps: 3}"),
+     "training.gradient_accumulation_steps", "must divide global_batch"),
+])
+def test_bad_recipes_name_the_file_and_key(recipe_dir, text, key, message):
+    path = recipe_dir(text)
+    with pytest.raises(RecipeError if "data" not in key else ValueError, match=message) as info:
+        load_recipe(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert f": {key.replace(chr(92), '')}: " in str(info.value).replace("\\", "")
+
+
+def test_a_key_given_twice_is_an_error(recipe_dir):
+    with pytest.raises(RecipeError, match="'training' appears twice"):
+        load_recipe(recipe_dir(GOOD_DATA + "training: {global_batch: 8}\n"))
+
+
+def test_an_error_in_the_defaults_names_the_defaults_file(recipe_dir, tmp_path):
+    with open(tmp_path / "_defaults.yaml", "a") as f:
+        f.write("\nlogging2: {}\n")
+    with pytest.raises(RecipeError, match=r"_defaults\.yaml: logging2: unknown key"):
+        load_recipe(recipe_dir(GOOD_DATA))
+
+
+def test_missing_init_from_checkpoint_is_an_error_before_anything_starts(recipe_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = recipe_dir(GOOD_DATA + "init_from: base\n")
+    with pytest.raises(RecipeError, match=r"stage\.yaml: init_from: no checkpoint at 'runs/base/model'.*"
+                                          r"smallcoder recipe run base"):
+        load_recipe(path)
+    # --demo: not an error, the runner starts from scratch and says so.
+    assert load_recipe(path, demo=True, overrides=["data.demo=[{name: d, weight: 1.0, type: demo, path: prose}]"])
+    result = CliRunner().invoke(main, ["recipe", "run", path])
+    assert result.exit_code != 0 and "init_from: no checkpoint" in result.output
+    assert not (tmp_path / "runs").exists()

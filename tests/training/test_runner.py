@@ -1,0 +1,93 @@
+"""The stage runner end to end on the demo data (any backend), NaN handling, and `plan`."""
+
+import json
+import os
+import re
+
+import keras
+import pytest
+
+from smallcoder.recipes import load_recipe
+from smallcoder.training import TrainingError, run_stage
+
+TINY = [
+    "model.preset=smallcoder_test",
+    "training.sequence_length=32",
+    "training.global_batch=8",  # splits over the 8 fake JAX devices (layout data)
+    "training.tokens=2560",  # 10 steps
+    "checkpoint.every_steps=4",
+    "sample.max_new_tokens=4",
+    "schedule.warmup=0.2",
+]
+
+
+def test_demo_stage_trains_checkpoints_exports_and_summarises(tmp_path):
+    lines = []
+    recipe = load_recipe("sft", demo=True, overrides=TINY)
+    summary = run_stage(recipe, output_dir=str(tmp_path), echo=lines.append)
+
+    assert summary["steps"] == 10 and summary["tokens"] == 10 * 8 * 32
+    assert set(summary["tokens_per_source"]) == {"demo-sft"}
+    assert 0 < summary["tokens_per_source"]["demo-sft"] <= summary["tokens"] + 8 * 32
+    assert summary["first_loss"] > summary["last_loss"] > 0
+    with open(tmp_path / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    assert [r["step"] for r in records] == list(range(1, 11))
+    assert records[0]["learning_rate"] < records[1]["learning_rate"]  # warmup
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["step_00000004", "step_00000008", "step_00000010"]
+    assert summary["checkpoint"].endswith("step_00000010")
+
+    from smallcoder.models.causal_lm import SmallCoderCausalLM
+
+    reloaded = SmallCoderCausalLM.from_preset(str(tmp_path / "model"))
+    assert reloaded.backbone.count_params() == 598_336
+    if summary["hf"]:
+        assert os.path.isfile(os.path.join(summary["hf"], "config.json"))
+    assert summary["sample"]["prompt"].startswith("User: ")
+    text = "\n".join(lines)
+    assert "starting from scratch" in text  # no demo checkpoint of the math stage here
+    assert "tokens  demo-sft" in text and "loss    first" in text
+    if keras.config.backend() != "jax":
+        assert "needs the JAX backend" in text
+    if os.path.isdir(tmp_path / "tensorboard"):
+        assert os.listdir(tmp_path / "tensorboard")
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    recipe = load_recipe("sft", demo=True, overrides=[
+        *TINY, "optimizer.learning_rate=1.0e+30", "schedule.type=constant", "schedule.warmup=0",
+        "optimizer.clipnorm=null", "checkpoint.every_steps=1", "checkpoint.keep=1"])
+    with pytest.raises(TrainingError, match=r"Loss became NaN at step (\d+).*last good checkpoint is") as info:
+        run_stage(recipe, output_dir=str(tmp_path), echo=lambda line: None)
+    bad = int(re.search(r"NaN at step (\d+)", str(info.value)).group(1))
+    assert os.listdir(tmp_path / "checkpoints") == [f"step_{bad - 1:08d}"]
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_full_run_folder_needs_resume_or_another_output(tmp_path):
+    recipe = load_recipe("sft", demo=True, overrides=TINY)
+    recipe.demo = False  # the guard is for real runs; demo runs start over
+    os.makedirs(tmp_path / "checkpoints" / "step_00000004")
+    open(tmp_path / "checkpoints" / "step_00000004" / "state.json", "w").close()
+    with pytest.raises(TrainingError, match="Pass --resume"):
+        run_stage(recipe, output_dir=str(tmp_path), echo=lambda line: None)
+
+
+def test_plan_of_the_303m_model():
+    from smallcoder.plan import parameter_count, plan
+    from smallcoder.training.runner import backbone_config
+
+    recipe = load_recipe("base", check_init=False)
+    config = backbone_config(recipe, None)
+    assert parameter_count(config) == 302_027_520  # the model card's count
+    p = plan(recipe, config, (8, 1), "tpu-v4", mfu=0.4)
+    m = p["memory"]
+    assert m["parameters"] == pytest.approx(4 * 302_027_520 / 8)
+    assert m["optimizer"] == 2 * m["parameters"] and m["activations_remat"] < m["activations"]
+    assert p["fits_remat"] and not p["fits"]  # 32 sequences x 1024 per v4 chip needs remat
+    flops = p["flops"]
+    assert p["wall_s"] == pytest.approx(flops / (8 * 275e12 * 0.4))
+    two_d = plan(recipe, config, (2, 4), "h100", layout="fsdp_tensor")["memory"]
+    assert two_d["parameters"] == pytest.approx(m["parameters"])  # 8-way either way
+    assert plan(recipe, config, (2, 4), "h100", layout="tensor")["memory"]["parameters"] == pytest.approx(
+        2 * m["parameters"])  # 4-way on the model axis, replicated over data
