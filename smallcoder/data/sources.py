@@ -203,13 +203,18 @@ PACKAGED_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "webdataset", "i
 
 
 def _hub_reachable(timeout=3.0):
+    """Whether a TCP connection to the hub (or the HTTPS proxy, if one is set) opens in `timeout` s."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return False
-    url = urllib.parse.urlparse(constants.ENDPOINT)
+    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+                  if os.environ.get(k)), None)
+    url = urllib.parse.urlparse(proxy if proxy and "://" in proxy else
+                                f"http://{proxy}" if proxy else constants.ENDPOINT)
+    default_port = 443 if url.scheme == "https" else 80 if proxy else 443
     try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        socket.create_connection((url.hostname, url.port or default_port), timeout=timeout).close()
         return True
     except OSError:
         return False

@@ -79,3 +79,11 @@ def test_inspect_repository_recipe_demo(name, monkeypatch, demo_tokenizer):
     assert result.exit_code == 0, result.output
     batch = json.loads(result.output)
     assert len(batch["token_ids"][0]) == 256  # the recipe's demo sequence length
+
+
+def test_bench_data_runs(demo_tokenizer):
+    result = CliRunner().invoke(main, ["bench", "data", "--megabytes", "0.05", "--repeats", "1", "--json",
+                                       "--sequence-length", "64"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert figures["text_tokens"] > 0 and figures["ratio"] > 0 and figures["cpu_ratio"] > 0
