@@ -30,6 +30,13 @@ class Several(list):
     """Several records made from one item (a demo module gives many examples)."""
 
 
+class BadRecord:
+    """A record that could not be read; `reason` is counted by the pipeline."""
+
+    def __init__(self, reason):
+        self.reason = reason
+
+
 class SourceError(RuntimeError):
     """A source cannot be opened or read; the message names it and says what to do."""
 
@@ -188,13 +195,6 @@ class DemoReader(Reader):
 
     def _load(self, key):
         return Several(self._demo.demo_records(self.spec["path"], key))
-
-
-class BadRecord:
-    """A record that could not be read; `reason` is counted by the pipeline."""
-
-    def __init__(self, reason):
-        self.reason = reason
 
 
 # === Hugging Face ===
