@@ -26,11 +26,7 @@ def test_humaneval_generates_executes_and_restores_the_sampler(causal_lm, tmp_pa
     )  # fmt: skip
     assert causal_lm.sampler is sampler
     rows = [json.loads(line) for line in open(tmp_path / "humaneval_results.jsonl")]
-    assert sorted(r["task_id"] for r in rows) == [
-        "HumanEval/0",
-        "HumanEval/1",
-        "HumanEval/2",
-    ]
+    assert sorted(r["task_id"] for r in rows) == ["HumanEval/0", "HumanEval/1"]
     assert all(isinstance(r["raw"], str) and r["result"] != "passed" for r in rows)
     assert summary["scores"] == {"pass@1": 0.0}
     assert summary["generation"]["capped_prompts"] == 0
