@@ -58,6 +58,7 @@ _ONLY_FOR = {
     "messages": ("hf", "tfds", "jsonl", "parquet"),
     "prompt": ("hf", "tfds", "jsonl", "parquet"),
     "response": ("hf", "tfds", "jsonl", "parquet"),
+    "validation": ("hf", "tfds", "jsonl", "parquet", "text", "pyfiles"),  # demo has its own
 }
 DEFAULT_DEMO = {
     "text": [{"name": "stdlib-prose", "weight": 1.0, "type": "demo", "path": "prose"}],

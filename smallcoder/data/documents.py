@@ -10,7 +10,7 @@ tokens and their EOS. Bad records are skipped and counted by reason:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -201,7 +201,7 @@ class DocumentStream:
 
     def _cancel(self):
         if self._pending is not None:
-            self._pending.result()  # let the reader come to rest before it is moved
+            wait([self._pending])  # let the reader come to rest before it is moved; drop the chunk
             self._pending = None
 
     def close(self):

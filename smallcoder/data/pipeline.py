@@ -79,6 +79,12 @@ class Pipeline:
         for stream in self.streams:
             stream.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def token_counts(self):
         """`{source name: tokens it put into the batches so far}` (after packing)."""
         return dict(zip(self.names, self.packer.counts))
