@@ -4,13 +4,11 @@ import os
 
 import click
 
-# JAX is the main backend; KERAS_BACKEND (or ~/.keras/keras.json) still wins
-# when the user set it. Quiet TensorFlow's C++ start-up logs, which keras-hub
-# imports on every backend.
-if "KERAS_BACKEND" not in os.environ and not os.path.exists(
-    os.path.join(os.path.expanduser("~"), ".keras", "keras.json")
-):
-    os.environ["KERAS_BACKEND"] = "jax"
+# JAX is the CLI's backend unless KERAS_BACKEND names another (Keras writes
+# "tensorflow" into ~/.keras/keras.json on first import, so that file says
+# nothing about the user's choice). Quiet TensorFlow's C++ start-up logs,
+# which keras-hub imports on every backend.
+os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from smallcoder import __version__
