@@ -14,11 +14,13 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-from smallcoder.data.sources import END, BadRecord, Several
+from smallcoder.data.sources import END, BadRecord, Several, SourceError
 from smallcoder.tokenizer import EOS_TOKEN, format_chat
 
 CHUNK_DOCUMENTS = 512  # documents per encode_batch call ...
 CHUNK_CHARS = 1 << 21  # ... or this many characters, whichever comes first
+MAX_RECORDS_PER_DOCUMENT = 8  # ... or 8x CHUNK_DOCUMENTS records (mostly bad ones)
+MAX_BAD_START = 4096  # a source whose first 4096 records are all bad is misconfigured
 
 
 def _as_text(value):
@@ -118,9 +120,10 @@ def encode_chats(tokenizer, conversations):
 class Chunk:
     """Documents read and tokenized together, with what reading them counted."""
 
-    def __init__(self, start):
+    def __init__(self, start, epoch):
         self.start, self.documents, self.exhausted = start, [], False
         self.records, self.bad = 0, {}
+        self.start_epoch = self.end_epoch = epoch
 
 
 class DocumentStream:
@@ -150,6 +153,7 @@ class DocumentStream:
         self.exhausted = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"data-{self.name}") if prefetch else None
         self._pending = None  # Future of the next Chunk
+        self._empty_since = None  # epoch where a run of chunks without documents began
 
     def next_document(self):
         """The next document, or None when a non-repeating source is done."""
@@ -174,15 +178,33 @@ class DocumentStream:
             self.counters["documents"] += len(chunk.documents)
             for reason, n in chunk.bad.items():
                 self.counters["bad"][reason] = self.counters["bad"].get(reason, 0) + n
+        self._check_usable(chunk)
         if self._executor is not None and not chunk.exhausted:
             self._pending = self._executor.submit(self._read_chunk)
 
+    def _check_usable(self, chunk):
+        """Fail, instead of reading forever, when the records yield no documents at all."""
+        if chunk.documents or not chunk.records:
+            self._empty_since = None
+            return
+        if self._empty_since is None:
+            self._empty_since = chunk.start_epoch
+        never = self.counters["documents"] == 0
+        if (never and self.counters["records"] >= MAX_BAD_START) or chunk.end_epoch >= self._empty_since + 2:
+            raise SourceError(
+                f"Source {self.name!r}: {'no' if never else 'a whole pass of'} records gave a usable "
+                f"document ({self.counters['records']:,} read; bad: {self.counters['bad']}). Check "
+                f"`path`{' and `field`' if self.format == 'text' else ', `messages` / `prompt` + `response`'} "
+                "against the data's columns."
+            )
+
     def _read_chunk(self):
         """Read records from the reader's position into a tokenized `Chunk`."""
-        chunk = Chunk(self.reader.tell())
+        chunk = Chunk(self.reader.tell(), self.reader.epoch)
         items, chars = [], 0
         field = self.spec.get("field", "text")
-        while len(items) < self.chunk_documents and chars < self.chunk_chars:
+        max_records = MAX_RECORDS_PER_DOCUMENT * self.chunk_documents
+        while len(items) < self.chunk_documents and chars < self.chunk_chars and chunk.records < max_records:
             record = self.reader.next_record()
             if record is END:
                 chunk.exhausted = True
@@ -195,6 +217,7 @@ class DocumentStream:
                     continue
                 items.append(item)
                 chars += len(item) if self.format == "text" else sum(len(m["content"]) for m in item)
+        chunk.end_epoch = self.reader.epoch
         encode = encode_texts if self.format == "text" else encode_chats
         chunk.documents = encode(self.tokenizer, items) if items else []
         return chunk

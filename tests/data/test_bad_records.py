@@ -44,3 +44,15 @@ def test_pyfiles_undecodable_and_sharding(tmp_path, tokenizer):
     assert [s["records"] for _, s in seen] == [4, 3]
     assert sum(s["bad"].get("undecodable", 0) for _, s in seen) == 1
     assert sum(s["documents"] for _, s in seen) == 6
+
+
+def test_source_without_usable_documents_fails_instead_of_hanging(tmp_path, tokenizer):
+    import pytest
+
+    from smallcoder.data.sources import SourceError
+
+    path = write_jsonl(tmp_path / "wrong.jsonl", [{"content": f"doc {i}"} for i in range(5)])
+    config = {"sources": [{"name": "wrong-field", "weight": 1.0, "type": "jsonl", "path": path}]}
+    pipeline = build_pipeline(config, tokenizer, sequence_length=8, batch_size=1)
+    with pytest.raises(SourceError, match=r"'wrong-field'.*missing_field.*`field`"):
+        next(pipeline)
