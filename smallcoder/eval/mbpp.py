@@ -93,7 +93,8 @@ def _load_from_hub():
         for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
     )
     hint = (
-        "Pass --data PATH to a local mbpp.jsonl (e.g. ../shared/data/mbpp/mbpp.jsonl)."
+        "Pass --data PATH (or set SMALLCODER_MBPP_DATA) to a local mbpp.jsonl, "
+        "e.g. ../shared/data/mbpp/mbpp.jsonl."
     )
     if offline:
         raise RuntimeError(f"Hugging Face Hub is offline (HF_HUB_OFFLINE); {hint}")
