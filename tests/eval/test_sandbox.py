@@ -86,7 +86,9 @@ def test_isolation_level_is_reported():
 
 
 def test_passing_failing_and_early_exit(level):
-    assert run("assert sum([1, 2]) == 3", level).status == "passed"
+    # Modules the benchmarks' solutions import must work under every level.
+    ok = "import random, hashlib, heapq, re, math, collections, itertools\nassert sum([1, 2]) == 3"
+    assert run(ok, level).status == "passed"
     failed = run("def f():\n    return 1\nassert f() == 2, 'wrong'", level)
     assert failed.status == "failed: AssertionError: wrong"
     # Exiting with status 0 before the tests ran is not a pass.
@@ -282,3 +284,10 @@ def test_environment_secrets_are_not_readable(level, monkeypatch):
     )
     assert result.status.startswith("failed"), result
     assert secret not in result.stdout + result.stderr
+
+
+def test_guard_blocks_reading_other_processes():
+    # Without a separate uid (a non-root evaluator), only the guard stops this.
+    result = run(f"open('/proc/{os.getpid()}/environ').read()", "rlimits")
+    assert "(other processes) is disabled" in result.status
+    assert run("open('/proc/self/status').read()", "rlimits").passed
