@@ -159,6 +159,7 @@ def save_hf(causal_lm, directory, dtype="float32", max_shard_size=None, overwrit
     specs = weight_specs(backbone)
     by_name = {spec.hf_name: spec for spec in specs}
     file_specs = [(s.hf_name, s.hf_shape, safetensors_io.numpy_dtype(dtype)) for s in specs]
+
     def tensor(name):
         spec = by_name[name]
         bar.update(1)

@@ -16,6 +16,21 @@ def _corpus():
     return [inspect.getsource(json.encoder), inspect.getsource(json.decoder)] * 2
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Run these tiny models on one torch thread, restored afterwards.
+
+    For (64-wide) tensors, torch's intra-op threads only add synchronisation;
+    on a loaded 2-core machine it made generation ~10x slower.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     from smallcoder.tokenizer import train_tokenizer
