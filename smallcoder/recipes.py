@@ -36,8 +36,8 @@ class Choice(tuple):
 
 _NUM = (int, float)
 SCHEMA = {
-    "extends": (str,),
     "description": (str,),
+    "extends": (str,),
     "init_from": (str, type(None)),
     "output": (str,),
     "model": {"preset": (str,), "tokenizer": (str, type(None)), "dtype": (str,)},
@@ -364,13 +364,17 @@ class Recipe:
             "stable_steps": self.steps - self.warmup_steps - (self.decay_steps if self["schedule.type"] == "wsd" else 0),
         }
 
+    def ordered_config(self):
+        """`config` with its top-level keys in schema order (description first, data last)."""
+        return {k: self.config[k] for k in SCHEMA if k in self.config}
+
     def describe(self):
         """The resolved recipe as YAML, then its derived numbers."""
         d = self.derived()
         tokens = f"{format_tokens(d['tokens'])} ({d['tokens']:,})"
         lines = [
             f"# recipe {self.name} ({self.path}){' --demo' if self.demo else ''}",
-            yaml.safe_dump(self.config, sort_keys=False, default_flow_style=None, width=100).rstrip(),
+            yaml.safe_dump(self.ordered_config(), sort_keys=False, default_flow_style=None, width=100).rstrip(),
             "",
             "# derived",
             f"tokens:            {tokens}",
@@ -466,6 +470,13 @@ def _check_values(recipe):
     mesh = recipe["distribution.mesh"]
     if mesh not in (None, "auto") and not re.fullmatch(r"\d+x\d+", mesh):
         fail("distribution.mesh", f"must be 'auto' or DATAxMODEL such as 2x4, got {mesh!r}.")
+    tasks = recipe["eval.tasks"] or []
+    if tasks:
+        from smallcoder.eval.runner import BENCHMARKS
+
+        unknown = [t for t in tasks if t not in BENCHMARKS]
+        if unknown:
+            fail("eval.tasks", f"unknown task(s) {unknown}; expected some of {sorted(BENCHMARKS)}.")
     from smallcoder.data import validate_data_config
 
     validate_data_config(recipe["data"], recipe.where("data"))

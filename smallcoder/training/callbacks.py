@@ -101,7 +101,6 @@ class MetricsLog(keras.callbacks.Callback):
         self.learning_rate = learning_rate
         self.every = every
         self.writer = None
-        self.losses = []
         _truncate_jsonl(self.path, start_step)
         self.file = open(self.path, "a")
         if tensorboard:
@@ -120,7 +119,6 @@ class MetricsLog(keras.callbacks.Callback):
         step = self.start_step + batch + 1
         record = {"step": step, "loss": float(logs["loss"]), "learning_rate": self.learning_rate(step - 1)}
         record.update({k: float(v) for k, v in logs.items() if k in ("tokens_per_s", "mfu") or k.startswith("tokens/")})
-        self.losses.append(record["loss"])
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.writer is not None and (step % self.every == 0 or step == 1):

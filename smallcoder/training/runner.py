@@ -130,6 +130,21 @@ def _prepare_run_dir(recipe, run_dir, resume, echo):
     return None
 
 
+def enable_compilation_cache():
+    """Keep XLA programs in `$SMALLCODER_CACHE/jax` (JAX), so a rerun or `--resume` skips compiling."""
+    import keras
+
+    if keras.config.backend() != "jax":
+        return
+    import jax
+
+    from smallcoder.demo_tokenizer import cache_dir
+
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", os.path.join(cache_dir(), "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def _process():
     import keras
 
@@ -140,13 +155,17 @@ def _process():
     return 0, 1
 
 
-def _learning_rate_fn(optimizer):
+def _learning_rate_fn(recipe):
+    """Micro-batch index -> learning rate, as the optimizer sees it (for the logs)."""
     import keras
 
-    schedule = optimizer._learning_rate  # the schedule object we passed in
+    from smallcoder.training.optimizer import learning_rate_schedule
 
-    def learning_rate(step):
-        return float(keras.ops.convert_to_numpy(schedule(step)))
+    schedule = learning_rate_schedule(recipe)
+    accumulation = recipe["training.gradient_accumulation_steps"]
+
+    def learning_rate(micro_step):
+        return float(keras.ops.convert_to_numpy(schedule(micro_step // accumulation)))
 
     return learning_rate
 
@@ -171,8 +190,9 @@ def run_stage(recipe, *, resume=False, output_dir=None, echo=print):
     os.makedirs(run_dir, exist_ok=True)
     found = _prepare_run_dir(recipe, run_dir, resume, echo)
     with open(os.path.join(run_dir, "recipe.yaml"), "w") as f:
-        yaml.safe_dump(recipe.config, f, sort_keys=False)
+        yaml.safe_dump(recipe.ordered_config(), f, sort_keys=False)
 
+    enable_compilation_cache()
     keras.utils.set_random_seed(recipe["training.seed"])
     init_dir = recipe.init_from_dir()
     config = backbone_config(recipe, init_dir)
@@ -240,7 +260,7 @@ def _train(recipe, run_dir, init_dir, config, found, echo):
     nan_guard = NanGuard(start_step)
     throughput = Throughput(recipe.micro_batch * seq_len, fpt, peak * devices)
     tokens = TokenAccounting(tracker, start_step)
-    metrics_log = MetricsLog(run_dir, start_step, _learning_rate_fn(optimizer),
+    metrics_log = MetricsLog(run_dir, start_step, _learning_rate_fn(recipe),
                              every=recipe["logging.every_steps"], tensorboard=recipe["logging.tensorboard"])
     checkpointer = Checkpointer(run_dir, tracker, start_step, total_steps,
                                 recipe["checkpoint.every_steps"] * accumulation,
@@ -250,6 +270,9 @@ def _train(recipe, run_dir, init_dir, config, found, echo):
     if start_step < total_steps:
         lm.fit(tracker.generator(), steps_per_epoch=total_steps - start_step, epochs=1,
                verbose=0, shuffle=False, callbacks=callbacks)
+    else:
+        echo("resume: the last checkpoint is the final step; nothing left to train.")
+        metrics_log.on_train_end()
     if nan_guard.bad_step is not None:
         last = checkpoint.latest(run_dir)
         kept = f"the last good checkpoint is {last[1]} (step {last[0]})" if last else "no checkpoint was written yet"
@@ -270,7 +293,8 @@ def _train(recipe, run_dir, init_dir, config, found, echo):
         "tokens": total_steps * recipe.micro_batch * seq_len,
         "tokens_per_source": tokens.counts,
         "first_loss": _first_loss(run_dir),
-        "last_loss": metrics_log.losses[-1] if metrics_log.losses else _last_loss(run_dir),
+        "last_loss": _last_losses(run_dir)[-1],
+        "last_loss_mean10": round(statistics.fmean(_last_losses(run_dir)), 4),
         "tokens_per_s": round(statistics.median(throughput.tokens_per_s)) if throughput.tokens_per_s else None,
         "mfu": None,
         "checkpoint": checkpointer.last_saved or (checkpoint.latest(run_dir) or (None, None))[1],
@@ -290,12 +314,10 @@ def _first_loss(run_dir):
     return json.loads(line)["loss"] if line else None
 
 
-def _last_loss(run_dir):
-    last = None
+def _last_losses(run_dir, count=10):
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        for line in f:
-            last = json.loads(line)["loss"]
-    return last
+        losses = [json.loads(line)["loss"] for line in f]
+    return losses[-count:] or [float("nan")]
 
 
 def _export_hf(recipe, lm, run_dir, echo):
@@ -351,7 +373,8 @@ def format_summary(summary):
     for source, count in summary["tokens_per_source"].items():
         lines.append(f"   tokens  {source:<24} {count:>14,}")
     if summary["first_loss"] is not None:
-        lines.append(f"   loss    first {summary['first_loss']:.4f} -> last {summary['last_loss']:.4f}")
+        lines.append(f"   loss    first {summary['first_loss']:.4f} -> last {summary['last_loss']:.4f} "
+                     f"(mean of the last 10 steps {summary['last_loss_mean10']:.4f})")
     if summary["tokens_per_s"]:
         lines.append(f"   speed   {summary['tokens_per_s']:,} tokens/s, MFU {100 * summary['mfu']:.1f}%")
     for key in ("checkpoint", "model", "hf"):
