@@ -107,6 +107,21 @@ def load_model(recipe, init_dir, echo):
     return lm
 
 
+def check_tokenizer(recipe, init_dir):
+    """Fail early when the model would have no tokenizer (303m from scratch needs one)."""
+    from smallcoder.demo_tokenizer import DEMO_VOCAB_SIZE
+    from smallcoder.models.presets import PRESETS, is_keras_preset
+
+    preset = recipe["model.preset"]
+    from_preset = not (init_dir and is_keras_preset(init_dir))
+    if (from_preset and not recipe["model.tokenizer"] and preset in PRESETS
+            and PRESETS[preset]["vocabulary_size"] != DEMO_VOCAB_SIZE):
+        raise TrainingError(
+            f"{recipe.where('model.tokenizer')}: model.tokenizer: {preset} comes without a tokenizer; "
+            "set model.tokenizer to the StarCoder tokenizer.json (or a folder holding one)."
+        )
+
+
 def _prepare_run_dir(recipe, run_dir, resume, echo):
     """Return `(step, path)` of the checkpoint to resume from, or None."""
     found = checkpoint.latest(run_dir)
@@ -186,6 +201,7 @@ def run_stage(recipe, *, resume=False, output_dir=None, echo=print):
     import keras
 
     started = time.time()
+    check_tokenizer(recipe, recipe.init_from_dir())
     run_dir = output_dir or recipe.output_dir
     os.makedirs(run_dir, exist_ok=True)
     found = _prepare_run_dir(recipe, run_dir, resume, echo)
@@ -230,6 +246,9 @@ def _train(recipe, run_dir, init_dir, config, found, echo):
     total_steps = recipe.steps * accumulation  # micro-batches
     seq_len = recipe["training.sequence_length"]
     process_index, process_count = _process()
+    if recipe.micro_batch % process_count:
+        raise TrainingError(f"{recipe.where('training.global_batch')}: training.global_batch: the micro-batch "
+                            f"({recipe.micro_batch}) must split evenly over {process_count} processes.")
     pipeline = build_pipeline(
         recipe["data"], lm.tokenizer, sequence_length=seq_len,
         batch_size=recipe.micro_batch // process_count, seed=recipe["training.seed"],

@@ -91,3 +91,25 @@ def test_plan_of_the_303m_model():
     assert two_d["parameters"] == pytest.approx(m["parameters"])  # 8-way either way
     assert plan(recipe, config, (2, 4), "h100", layout="tensor")["memory"]["parameters"] == pytest.approx(
         2 * m["parameters"])  # 4-way on the model axis, replicated over data
+
+
+def test_recipe_run_all_demo_chains_the_stages(tmp_path):
+    from click.testing import CliRunner
+
+    from smallcoder.cli import main
+
+    sets = [*TINY, "training.tokens=512", "sample.max_new_tokens=0", "export.hf=false",
+            "logging.tensorboard=false", "model.dtype=mixed_bfloat16"]
+    args = ["recipe", "run", "all", "--demo", "--output", str(tmp_path)]
+    for item in sets:
+        args += ["--set", item]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    for stage in ("base", "code", "math", "sft"):
+        assert os.path.isfile(tmp_path / stage / "model" / "model.weights.h5"), stage
+    assert "no demo checkpoint of stage" not in result.output.split("=== stage code")[1]
+    for previous, stage in (("base", "code"), ("code", "math"), ("math", "sft")):
+        section = result.output.split(f"=== stage {stage}")[1]
+        assert f"model: initialised from {tmp_path / previous / 'model'}" in section
+    with open(tmp_path / "sft" / "model" / "config.json") as f:
+        assert json.load(f)["config"]["dtype"]["config"]["name"] == "mixed_bfloat16"
