@@ -257,8 +257,12 @@ def _train(recipe, run_dir, init_dir, config, found, echo):
     start_step = 0
     if found is not None:
         start_step, path = found
-        state = checkpoint.restore(path, lm)
-        pipeline.load_state_dict(state["data"])
+        try:
+            state = checkpoint.restore(path, lm)
+            pipeline.load_state_dict(state["data"])
+        except ValueError as e:
+            raise TrainingError(f"Cannot resume from {path}: {e} Resume with the recipe and --set "
+                                "values of that run, or start a new run with --output.") from e
         echo(f"resume: step {start_step} of {total_steps} from {path}")
     tracker = TrackedBatches(pipeline, start_step)
 
