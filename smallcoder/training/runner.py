@@ -384,8 +384,8 @@ def _evaluate(recipe, lm, run_dir, echo):
     results = {}
     for task in tasks:
         echo(f"eval: {task} (limit {recipe['eval.limit']})")
-        results[task] = run_eval(lm, task, limit=recipe["eval.limit"],
-                                 output_dir=os.path.join(run_dir, "eval", task))
+        result = run_eval(lm, task, limit=recipe["eval.limit"], output_dir=os.path.join(run_dir, "eval", task))
+        results[task] = result.get("scores", result)  # the full report stays in eval/<task>/
     return results
 
 
@@ -400,6 +400,8 @@ def format_summary(summary):
                      f"(mean of the last 10 steps {summary['last_loss_mean10']:.4f})")
     if summary["tokens_per_s"]:
         lines.append(f"   speed   {summary['tokens_per_s']:,} tokens/s, MFU {100 * summary['mfu']:.1f}%")
+    for task, scores in (summary.get("eval") or {}).items():
+        lines.append(f"   eval    {task:<10} " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     for key in ("checkpoint", "model", "hf"):
         if summary.get(key):
             lines.append(f"   {key:<7} {summary[key]}")
