@@ -17,6 +17,7 @@ import copy
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 
 import yaml
@@ -112,9 +113,11 @@ def format_tokens(tokens):
 
 # === Loading ===
 def recipes_dir():
-    """`$SMALLCODER_RECIPES`, else `./recipes`, else the `recipes/` next to the package."""
+    """`$SMALLCODER_RECIPES`, else `./recipes`, else the repository's `recipes/` (editable
+    install), else the copy a wheel installs under `<prefix>/share/smallcoder/recipes`."""
     candidates = [os.environ.get("SMALLCODER_RECIPES"), "recipes",
-                  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")]
+                  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"),
+                  os.path.join(sys.prefix, "share", "smallcoder", "recipes")]
     for path in candidates:
         if path and os.path.isfile(os.path.join(path, "base.yaml")):
             return path
