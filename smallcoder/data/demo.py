@@ -23,6 +23,7 @@ import os
 import random
 import re
 import sysconfig
+import threading
 import zlib
 
 MATH_PROBLEMS = 20_000  # math items per corpus (the held-out 5% among them)
@@ -101,10 +102,21 @@ def demo_records(kind, key):
             for q, a in pairs]
 
 
+# CPython 3.11's parser is not safe to run in two threads at once ("AST
+# constructor recursion depth mismatch"); the pipeline parses in a background
+# prefetch thread, so every parse takes this lock.
+_PARSE_LOCK = threading.Lock()
+
+
+def _parse(source):
+    with _PARSE_LOCK:
+        return ast.parse(source)
+
+
 @functools.lru_cache(maxsize=None)  # small strings, parsed once per process
 def _module_docstrings(relpath):
     source = _read_stdlib(relpath).decode("utf-8")
-    docs = [ast.get_docstring(n) for n in ast.walk(ast.parse(source))
+    docs = [ast.get_docstring(n) for n in ast.walk(_parse(source))
             if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
     return "\n\n".join(d for d in docs if d)
 
@@ -112,7 +124,7 @@ def _module_docstrings(relpath):
 @functools.lru_cache(maxsize=None)
 def _module_functions(relpath):
     source = _read_stdlib(relpath).decode("utf-8")
-    return tuple(function_instructions(source, ast.parse(source)))
+    return tuple(function_instructions(source, _parse(source)))
 
 
 # === SFT pairs from functions ===
