@@ -25,3 +25,13 @@ def demo_tokenizer():
     from smallcoder.demo_tokenizer import demo_tokenizer
 
     return demo_tokenizer()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` tests do not depend on the Keras backend: run them once, in the JAX session."""
+    if os.environ["KERAS_BACKEND"] == "jax":
+        return
+    skip = pytest.mark.skip(reason="slow and backend-independent: runs in the JAX session")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
