@@ -40,3 +40,74 @@ def data(megabytes, sequence_length, batch_size, repeats, tokenizer_path, as_jso
     click.echo(f"ratio: {result['ratio']:.1%} of raw encode_batch (target >= 80%); "
                f"by CPU time {result['cpu_ratio']:.1%}"
                + (f"; {result['ratio_vs_fast']:.1%} of encode_batch_fast" if "ratio_vs_fast" in result else ""))
+
+
+def _config(preset, num_layers):
+    from smallcoder.models.presets import preset_config
+
+    try:
+        config = preset_config(preset)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--preset") from e
+    if num_layers:
+        config["num_layers"] = num_layers
+    return config
+
+
+def _vs(value):
+    if value not in (None, "hf"):
+        raise click.BadParameter("the only reference is 'hf' (transformers + torch)", param_hint="--vs")
+    return value == "hf"
+
+
+@command.command("train")
+@click.option("--preset", default="smallcoder_303m", show_default=True, help="Built-in preset (random weights).")
+@click.option("--num-layers", default=None, type=int, help="Override the preset's decoder block count.")
+@click.option("--batch", default=4, show_default=True)
+@click.option("--seq", default=1024, show_default=True)
+@click.option("--steps", default=2, show_default=True, help="Timed steps per side (after one warm-up step).")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "mixed_bfloat16"]))
+@click.option("--remat", default="none", show_default=True, type=click.Choice(["none", "full"]),
+              help="Rematerialise each decoder block in the backward pass.")
+@click.option("--vs", "vs", default=None, help="Reference to run alongside: 'hf'.")
+@click.option("--interleave/--one-after-other", default=True, show_default=True,
+              help="Alternate steps of both sides (both models in memory), or run them one after the other.")
+@click.option("--memory-analysis", is_flag=True, help="Also compile (not run) the JAX step with and without "
+              "remat and report XLA's activation memory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def train(preset, num_layers, batch, seq, steps, dtype, remat, vs, interleave, memory_analysis, as_json):
+    """Training-step tokens/s, MFU and peak memory, vs transformers + torch."""
+    import json
+
+    from smallcoder.bench.report import format_train
+    from smallcoder.bench.train import bench_train, remat_memory
+
+    config = _config(preset, num_layers)
+    result = bench_train(config, batch, seq, steps=steps, dtype=dtype, remat=None if remat == "none" else remat,
+                         vs_hf=_vs(vs), interleave=interleave)
+    result["preset"] = preset
+    if memory_analysis:
+        result["memory_analysis"] = remat_memory(config, batch, seq, dtype=dtype)
+    click.echo(json.dumps(result) if as_json else format_train(result))
+
+
+@command.command("generate")
+@click.option("--preset", default="smallcoder_303m", show_default=True, help="Built-in preset (random weights).")
+@click.option("--num-layers", default=None, type=int, help="Override the preset's decoder block count.")
+@click.option("--new-tokens", default=128, show_default=True)
+@click.option("--prompts", "num_prompts", default=16, show_default=True, help="Prompts in the batched run.")
+@click.option("--prompt-length", default=32, show_default=True, help="Longest prompt (others 1/2 to 1 of it).")
+@click.option("--repeats", default=2, show_default=True, help="Timed runs per case (after a warm-up run).")
+@click.option("--vs", "vs", default=None, help="Reference to run alongside: 'hf'.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def generate(preset, num_layers, new_tokens, num_prompts, prompt_length, repeats, vs, as_json):
+    """Greedy float32 prompt and decode tokens/s, batch 1 and batched, vs transformers `generate`."""
+    import json
+
+    from smallcoder.bench.generate import bench_generate
+    from smallcoder.bench.report import format_generate
+
+    result = bench_generate(_config(preset, num_layers), new_tokens=new_tokens, num_prompts=num_prompts,
+                            prompt_length=prompt_length, repeats=repeats, vs_hf=_vs(vs))
+    result["preset"] = preset
+    click.echo(json.dumps(result) if as_json else format_generate(result))

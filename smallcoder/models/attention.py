@@ -2,7 +2,6 @@
 
 import keras
 from keras import ops
-
 from keras_hub.layers import RotaryEmbedding
 
 
@@ -26,11 +25,14 @@ class SmallCoderAttention(keras.layers.Layer):
         positions: int (B, T). RoPE position of each token.
         attention_mask: bool (B, T, S). True where query t may see key s.
         cache: optional float (B, 2, S, K, H). Keys and values of the whole
-            sequence; the T new entries are written at `cache_update_index`.
+            sequence; the T new entries are attended as if written at
+            `cache_update_index`.
         cache_update_index: int scalar, where the new entries start.
 
     Returns:
-        `(B, T, D)` outputs, plus the updated cache when `cache` is given.
+        `(B, T, D)` outputs; with `cache`, also the new keys and values
+        (B, 2, T, K, H), for the caller to write into its cache in place
+        (returning the whole updated cache would copy it every step).
     """
 
     def __init__(
@@ -90,10 +92,11 @@ class SmallCoderAttention(keras.layers.Layer):
         key = self.rotary_embedding(key, positions=positions)
 
         if cache is not None:
+            key, value = ops.cast(key, cache.dtype), ops.cast(value, cache.dtype)
+            new_entries = ops.stack([key, value], axis=1)  # (B, 2, T, K, H)
             start = [0, cache_update_index, 0, 0]
-            key = ops.slice_update(cache[:, 0], start, ops.cast(key, cache.dtype))  # (B, S, K, H)
-            value = ops.slice_update(cache[:, 1], start, ops.cast(value, cache.dtype))
-            cache = ops.stack([key, value], axis=1)
+            key = ops.slice_update(cache[:, 0], start, key)  # (B, S, K, H)
+            value = ops.slice_update(cache[:, 1], start, value)
 
         groups = self.num_query_heads // self.num_key_value_heads
         if groups > 1 and keras.config.backend() != "jax":
@@ -108,7 +111,7 @@ class SmallCoderAttention(keras.layers.Layer):
         )  # (B, T, N, H)
         outputs = self.attention_output(attended)  # (B, T, D)
         if cache is not None:
-            return outputs, cache
+            return outputs, new_entries
         return outputs
 
     def get_config(self):

@@ -2,7 +2,6 @@
 
 import keras
 from keras import ops
-
 from keras_hub.models import Backbone
 
 from smallcoder.models.decoder import SmallCoderDecoderBlock
@@ -38,6 +37,10 @@ class SmallCoderBackbone(Backbone):
         tie_word_embeddings: bool. Share the input embedding with the output
             projection (False for SmallCoder-303M).
         initializer_range: float. Std of the normal initializer of all kernels.
+        remat: None or `"full"`. `"full"` recomputes each decoder block's
+            activations in the backward pass (`keras.RematScope`) instead of
+            keeping them (JAX and torch backends). Weights and results are
+            the same either way.
         dtype: dtype or `keras.DTypePolicy` (e.g. `"mixed_bfloat16"`).
 
     Example:
@@ -64,9 +67,18 @@ class SmallCoderBackbone(Backbone):
         max_sequence_length=1024,
         tie_word_embeddings=False,
         initializer_range=0.02,
+        remat=None,
         dtype=None,
         **kwargs,
     ):
+        if remat not in (None, "full"):
+            raise ValueError(f'remat must be None or "full", got {remat!r}.')
+        if remat and keras.config.backend() == "tensorflow":
+            raise ValueError(
+                "remat='full' is not supported on the TensorFlow backend (tf.recompute_grad "
+                "differentiates every block input, including the boolean attention mask); "
+                "use KERAS_BACKEND=jax or torch, or remat=None."
+            )
         num_key_value_heads = num_key_value_heads or num_query_heads
         if hidden_dim % num_query_heads:
             raise ValueError(
@@ -83,20 +95,23 @@ class SmallCoderBackbone(Backbone):
             dtype=dtype,
             name="token_embedding",
         )
-        self.transformer_layers = [
-            SmallCoderDecoderBlock(
-                num_query_heads=num_query_heads,
-                num_key_value_heads=num_key_value_heads,
-                head_dim=head_dim,
-                intermediate_dim=intermediate_dim,
-                rope_max_wavelength=rope_max_wavelength,
-                layer_norm_epsilon=layer_norm_epsilon,
-                kernel_initializer=_initializer(initializer_range),
-                dtype=dtype,
-                name=f"transformer_layer_{i}",
-            )
-            for i in range(num_layers)
-        ]
+        # Blocks made in a RematScope are checkpointed as a whole; the layers
+        # inside them are built later, outside it.
+        with keras.RematScope(mode=remat):  # mode None: no remat
+            self.transformer_layers = [
+                SmallCoderDecoderBlock(
+                    num_query_heads=num_query_heads,
+                    num_key_value_heads=num_key_value_heads,
+                    head_dim=head_dim,
+                    intermediate_dim=intermediate_dim,
+                    rope_max_wavelength=rope_max_wavelength,
+                    layer_norm_epsilon=layer_norm_epsilon,
+                    kernel_initializer=_initializer(initializer_range),
+                    dtype=dtype,
+                    name=f"transformer_layer_{i}",
+                )
+                for i in range(num_layers)
+            ]
         self.final_norm = keras.layers.RMSNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="final_norm"
         )
@@ -129,6 +144,7 @@ class SmallCoderBackbone(Backbone):
         self.max_sequence_length = max_sequence_length
         self.tie_word_embeddings = tie_word_embeddings
         self.initializer_range = initializer_range
+        self.remat = remat
 
     def call_with_cache(self, token_ids, cache, cache_update_index):
         """Forward T new tokens against a KV cache of the whole sequence.
@@ -153,13 +169,15 @@ class SmallCoderBackbone(Backbone):
         positions = ops.broadcast_to(ops.expand_dims(query_index, 0), (batch_size, length))
 
         x = self.token_embedding(token_ids)
-        caches = []
         for i, block in enumerate(self.transformer_layers):
-            x, layer_cache = block(
+            x, new_entries = block(
                 x, positions, attention_mask, cache=cache[:, i], cache_update_index=cache_update_index
-            )
-            caches.append(layer_cache)
-        return self.final_norm(x), ops.stack(caches, axis=1)
+            )  # (B, T, D), (B, 2, T, K, H)
+            # Only the T new positions are written: an in-place update in a
+            # compiled decoding loop, not a copy of the whole cache per layer.
+            start = [0, i, 0, cache_update_index, 0, 0]
+            cache = ops.slice_update(cache, start, ops.expand_dims(new_entries, 1))
+        return self.final_norm(x), cache
 
     def get_config(self):
         config = super().get_config()
@@ -176,6 +194,7 @@ class SmallCoderBackbone(Backbone):
                 "max_sequence_length": self.max_sequence_length,
                 "tie_word_embeddings": self.tie_word_embeddings,
                 "initializer_range": self.initializer_range,
+                "remat": self.remat,
             }
         )
         return config

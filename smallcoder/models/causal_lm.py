@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 from keras import ops
-
 from keras_hub.models import CausalLM
 from keras_hub.src.utils.tensor_utils import any_equal
 
@@ -12,6 +11,28 @@ from smallcoder.models.backbone import SmallCoderBackbone
 # Generation pads the total length up to a multiple of this, so prompts of
 # nearby lengths reuse one compiled XLA program instead of recompiling.
 _LENGTH_BUCKET = 64
+
+
+def _stop_at(sampler, end_index):
+    """A shallow copy of `sampler` whose decoding loop also ends at `end_index`.
+
+    keras-hub samplers loop to the end of the (length-bucketed) buffer; the
+    tokens past `end_index` would be computed and thrown away. Every
+    keras-hub sampler passes `(prompt, cache, index, ...)` as loop variables.
+    """
+    import copy
+
+    bounded = copy.copy(sampler)
+    run_loop = sampler.run_loop
+
+    def bounded_run_loop(cond, body, model=None, loop_vars=None, maximum_iterations=None):
+        def bounded_cond(*loop_vars):
+            return ops.logical_and(cond(*loop_vars), ops.less(loop_vars[2], end_index))
+
+        return run_loop(bounded_cond, body, model=model, loop_vars=loop_vars, maximum_iterations=maximum_iterations)
+
+    bounded.run_loop = bounded_run_loop
+    return bounded
 
 
 @keras.saving.register_keras_serializable(package="smallcoder")
@@ -96,12 +117,13 @@ class SmallCoderCausalLM(CausalLM):
         logits = self.backbone.token_embedding(hidden_states, reverse=True)
         return logits, hidden_states, cache
 
-    def _build_cache(self, token_ids):
+    def _build_cache(self, prompt_ids, cache_length):
+        """Prefill: run the prompt block (B, P) into a zero cache of `cache_length` positions."""
         backbone = self.backbone
-        batch_size, length = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
-        shape = [batch_size, backbone.num_layers, 2, length, backbone.num_key_value_heads, backbone.head_dim]
+        batch_size = ops.shape(prompt_ids)[0]
+        shape = [batch_size, backbone.num_layers, 2, cache_length, backbone.num_key_value_heads, backbone.head_dim]
         cache = ops.zeros(shape, dtype=self.compute_dtype)  # (B, L, 2, S, K, H)
-        _, hidden_states, cache = self.call_with_cache(token_ids, cache, 0)
+        _, hidden_states, cache = self.call_with_cache(prompt_ids, cache, 0)
         return hidden_states, cache
 
     def generate_step(self, inputs, stop_token_ids=None):
@@ -110,7 +132,11 @@ class SmallCoderCausalLM(CausalLM):
         Args:
             inputs: dict of `token_ids` int (B, S) (prompts, right padded to
                 the total length S) and `padding_mask` bool (B, S) (True on
-                prompt tokens).
+                prompt tokens). Optional: `prompt_ids` int (B, P), the first
+                P <= S columns of `token_ids` (at least the longest prompt),
+                so the prefill runs over P positions instead of S; and
+                `end_index` int scalar, the position after which no token is
+                needed, so decoding stops there instead of at S.
             stop_token_ids: tuple of ids that end a row.
 
         Returns:
@@ -118,7 +144,8 @@ class SmallCoderCausalLM(CausalLM):
             and including each row's stop token.
         """
         token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
-        hidden_states, cache = self._build_cache(token_ids)
+        prompt_ids = inputs.get("prompt_ids", token_ids)
+        hidden_states, cache = self._build_cache(prompt_ids, ops.shape(token_ids)[1])
         index = ops.min(ops.sum(ops.cast(padding_mask, "int32"), axis=-1))
 
         def next(prompt, cache, index):
@@ -128,7 +155,10 @@ class SmallCoderCausalLM(CausalLM):
             logits, hidden_states, cache = self.call_with_cache(prompt, cache, index - 1)
             return ops.squeeze(logits, axis=1), ops.squeeze(hidden_states, axis=1), cache
 
-        token_ids = self.sampler(
+        sampler = self.sampler
+        if inputs.get("end_index") is not None:
+            sampler = _stop_at(sampler, inputs["end_index"])
+        token_ids = sampler(
             next=next,
             prompt=token_ids,
             cache=cache,
@@ -217,8 +247,15 @@ class SmallCoderCausalLM(CausalLM):
             token_ids[row, : len(p)] = p
             prompt_mask[row, : len(p)] = True
 
+        prefill = min(total, -(-longest // _LENGTH_BUCKET) * _LENGTH_BUCKET)
+        inputs = {
+            "token_ids": token_ids,
+            "padding_mask": prompt_mask,
+            "prompt_ids": token_ids[:, :prefill],
+            "end_index": np.asarray(longest + max_new_tokens, dtype="int32"),
+        }
         generate_function = self.make_generate_function()
-        outputs = generate_function({"token_ids": token_ids, "padding_mask": prompt_mask}, stop_token_ids=stop_token_ids)
+        outputs = generate_function(inputs, stop_token_ids=stop_token_ids)
         out_ids = ops.convert_to_numpy(outputs["token_ids"])
         out_mask = ops.convert_to_numpy(outputs["padding_mask"])
 

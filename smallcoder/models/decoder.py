@@ -20,6 +20,9 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         hidden_states: float (B, T, D).
         positions, attention_mask, cache, cache_update_index: see
             `SmallCoderAttention`.
+
+    Returns:
+        `(B, T, D)`; with `cache`, also the new keys and values (B, 2, T, K, H).
     """
 
     def __init__(
@@ -83,7 +86,7 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
             x, positions, attention_mask, cache=cache, cache_update_index=cache_update_index
         )
         if cache is not None:
-            attended, cache = attended
+            attended, new_entries = attended
         hidden_states = hidden_states + attended
 
         x = self.pre_feedforward_norm(hidden_states)
@@ -91,7 +94,7 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         x = self.feedforward_output(gate * self.feedforward_intermediate(x))  # (B, T, D)
         hidden_states = hidden_states + x
         if cache is not None:
-            return hidden_states, cache
+            return hidden_states, new_entries  # (B, T, D), (B, 2, T, K, H)
         return hidden_states
 
     def get_config(self):

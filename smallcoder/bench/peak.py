@@ -1,0 +1,73 @@
+"""Hardware limits measured on the spot: matmul FLOP/s and memory bandwidth.
+
+Both run in the calling process on the Keras backend's first device, so the
+figures they are compared with come from the same compiler, threads and
+(noisy, shared) machine.
+"""
+
+import time
+
+from smallcoder.bench.report import median
+
+
+def _timed(fn, repeats):
+    fn()  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _jax_runner(size, dtype):
+    import jax
+    import jax.numpy as jnp
+
+    key = jax.random.PRNGKey(0)
+    a = jax.random.normal(key, (size, size), dtype)
+    b = jax.random.normal(jax.random.fold_in(key, 1), (size, size), dtype)
+    matmul = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=dtype))
+    return lambda: matmul(a, b).block_until_ready()
+
+
+def _torch_runner(size, dtype):
+    import torch
+
+    a = torch.randn(size, size, dtype=getattr(torch, dtype))
+    b = torch.randn(size, size, dtype=getattr(torch, dtype))
+    return lambda: torch.mm(a, b)
+
+
+def matmul_peak(size=2048, dtype="float32", repeats=5, framework="jax"):
+    """Best and median FLOP/s of a `size`² x `size`² matmul.
+
+    Args:
+        framework: `"jax"` (XLA, as the Keras JAX backend runs) or `"torch"`.
+
+    Returns:
+        dict with `flops_per_s` (best), `median_flops_per_s`, `size`, `dtype`.
+    """
+    run = {"jax": _jax_runner, "torch": _torch_runner}[framework](size, dtype)
+    times = _timed(run, repeats)
+    flops = 2.0 * size**3
+    return {
+        "framework": framework,
+        "size": size,
+        "dtype": dtype,
+        "flops_per_s": flops / min(times),
+        "median_flops_per_s": flops / median(times),
+    }
+
+
+def memory_bandwidth(megabytes=512, repeats=5):
+    """Host memory bytes/s of a large copy into an existing buffer (read + write counted), best of `repeats`.
+
+    A copy into a fresh buffer would also time the kernel zeroing new pages.
+    """
+    import numpy as np
+
+    source = np.ones(int(megabytes * 2**20 // 4), dtype=np.float32)
+    target = np.empty_like(source)
+    times = _timed(lambda: np.copyto(target, source), repeats)
+    return {"bytes_per_s": 2 * source.nbytes / min(times), "megabytes": megabytes}

@@ -1,0 +1,128 @@
+"""Small helpers shared by the benchmarks: medians, ratios, memory, formatting."""
+
+import os
+import resource
+import statistics
+import sys
+
+
+def median(values):
+    return float(statistics.median(values))
+
+
+def ratio(ours, reference):
+    """`ours / reference`, or None when there is no reference figure."""
+    if not reference:
+        return None
+    return ours / reference
+
+
+def reset_peak_rss():
+    """Reset this process's RSS high-water mark (Linux `clear_refs` 5); False if unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes():
+    """RSS high-water mark of this process: `VmHWM` (resettable), else `getrusage`."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024
+
+
+def current_rss_bytes():
+    """Resident set size of this process now (`VmRSS`), 0 if unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def machine():
+    """A short description of where the figures were measured."""
+    import platform
+
+    info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()}
+    try:
+        import jax
+
+        device = jax.devices()[0]
+        info["device"] = f"{device.platform}:{getattr(device, 'device_kind', '')}"
+    except Exception:
+        info["device"] = "unknown"
+    try:
+        info["load_average"] = os.getloadavg()
+    except OSError:
+        pass
+    return info
+
+
+def gib(n):
+    return n / 2**30
+
+
+def _side_line(name, side):
+    return (f"{name:<26}{side['tokens_per_s']:>10,.1f} tok/s   step {median(side['step_s']):7.2f} s   "
+            f"MFU {side['mfu']:6.1%}   RSS +{gib(side['rss_increase_bytes']):5.1f} GiB "
+            f"(process peak {gib(side['peak_rss_bytes']):.1f})")
+
+
+def format_train(r):
+    """Human-readable lines for a `bench_train` result."""
+    c = r["config"]
+    lines = [
+        f"train {r.get('preset', '')} ({c['num_layers']} layers) batch {r['batch']}x{r['seq']} {r['dtype']} "
+        f"remat={r['remat']} backend={r['backend']} on {r['machine']['cpu_count']} cores "
+        f"(load {r['machine'].get('load_average', ('?',))[0]:.1f})",
+        f"model FLOPs/step {r['flops_per_step'] / 1e12:.2f} T; matmul peak "
+        f"({r['matmul_peak']['framework']} {r['matmul_peak']['dtype']} {r['matmul_peak']['size']}^2, measured) "
+        f"{r['matmul_peak']['flops_per_s'] / 1e9:.1f} GFLOP/s",
+        _side_line("smallcoder (keras/" + r["backend"] + ")", r["ours"]),
+    ]
+    if "hf" in r:
+        lines.append(_side_line("transformers + torch", r["hf"]))
+        lines.append(f"ratio ours/hf tokens/s: {r['ratio_tokens_per_s']:.2f}x (median of {r['steps']} steps each)")
+    if "mfu_device_table" in r["ours"]:
+        lines.append(f"MFU vs device table: {r['ours']['mfu_device_table']:.1%}")
+    if "memory_analysis" in r:
+        m = r["memory_analysis"]
+        lines.append(f"XLA temp (activation) memory: no remat {gib(m['none']['temp_bytes']):.2f} GiB, "
+                     f"remat=full {gib(m['full']['temp_bytes']):.2f} GiB ({m['temp_ratio']:.0%})")
+    return "\n".join(lines)
+
+
+def format_generate(r):
+    """Human-readable lines for a `bench_generate` result."""
+    bw = r.get("memory_bandwidth")
+    lines = [f"generate {r.get('preset', '')} {r['dtype']} greedy, {r['new_tokens']} new tokens, "
+             f"backend={r['backend']}, weights {r['weight_bytes_per_token'] / 2**20:.0f} MiB/token"
+             + (f", measured bandwidth {bw['bytes_per_s'] / 1e9:.1f} GB/s" if bw else "")]
+    for side in ("ours", "hf"):
+        if side not in r:
+            continue
+        for label, f in r[side].items():
+            lines.append(
+                f"{side:<5}{label:<9} prompt {f['prompt_tokens_per_s']:8.1f} tok/s   decode "
+                f"{f['decode_tokens_per_s']:7.2f} tok/s   end-to-end {f['tokens_per_s']:7.2f} tok/s   "
+                f"{f['decode_weight_bytes_per_s'] / 1e9:5.1f} GB/s of weights"
+                + (f" ({f['bandwidth_fraction']:.0%} of measured)" if "bandwidth_fraction" in f else ""))
+    lines.append(f"batched / batch 1 tokens/s: {r['batch_speedup']:.2f}x")
+    for key in [k for k in r if k.startswith("ratio_")]:
+        lines.append(f"ours/hf {key[6:]}: {r[key]:.2f}x")
+    if "greedy_match_hf" in r:
+        lines.append(f"greedy output equal to transformers: {r['greedy_match_hf']}")
+    return "\n".join(lines)

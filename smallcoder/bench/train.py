@@ -1,0 +1,207 @@
+"""`bench_train`: training-step tokens/s, MFU and memory, next to transformers + torch."""
+
+import time
+
+import numpy as np
+
+from smallcoder.bench import flops, peak, report
+
+
+def random_batch(config, batch, seq, seed=0):
+    """`(x, y, sample_weight)` of random ids: one unpacked document per row."""
+    rng = np.random.default_rng(seed)
+    vocab = config["vocabulary_size"]
+    x = {
+        "token_ids": rng.integers(0, vocab, (batch, seq), dtype=np.int32),
+        "padding_mask": np.ones((batch, seq), dtype=np.int32),
+    }
+    y = rng.integers(0, vocab, (batch, seq), dtype=np.int32)
+    return x, y, np.ones((batch, seq), dtype=np.float32)
+
+
+def build_causal_lm(config, dtype="float32", remat=None, seed=0):
+    """A `SmallCoderCausalLM` of backbone `config`, compiled with AdamW."""
+    import keras
+
+    from smallcoder.models import SmallCoderBackbone, SmallCoderCausalLM
+
+    keras.utils.set_random_seed(seed)
+    backbone = SmallCoderBackbone(**config, dtype=dtype, remat=remat)
+    causal_lm = SmallCoderCausalLM(backbone)
+    causal_lm.compile(optimizer=keras.optimizers.AdamW(1e-4, weight_decay=0.1))
+    return causal_lm
+
+
+def keras_train_step(config, batch, seq, dtype="float32", remat=None, seed=0):
+    """`(step, causal_lm)`: `step()` runs one `train_on_batch` (the path `fit` takes)."""
+    causal_lm = build_causal_lm(config, dtype=dtype, remat=remat, seed=seed)
+    x, y, w = random_batch(config, batch, seq, seed)
+
+    def step():
+        return float(causal_lm.train_on_batch(x, y, sample_weight=w, return_dict=True)["loss"])
+
+    return step, causal_lm
+
+
+def train_memory_analysis(config, batch, seq, dtype="float32", remat=None):
+    """Compiled (not run) memory of loss + gradients on JAX, in bytes.
+
+    `temp_bytes` is what XLA allocates beyond the weights and the batch:
+    the activations saved for the backward pass and the work buffers. It is
+    exact and free of noise, unlike RSS.
+    """
+    import jax
+    import keras
+
+    if keras.config.backend() != "jax":
+        raise ValueError("The compiled memory analysis needs the JAX backend (KERAS_BACKEND=jax).")
+    causal_lm = build_causal_lm(config, dtype=dtype, remat=remat)
+    x, y, w = random_batch(config, batch, seq)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    trainable = [v.value for v in causal_lm.trainable_variables]
+    non_trainable = [v.value for v in causal_lm.non_trainable_variables]
+
+    def loss(trainable, non_trainable, x, y, w):
+        logits, _ = causal_lm.stateless_call(trainable, non_trainable, x)
+        return loss_fn(y, logits, sample_weight=w)
+
+    compiled = jax.jit(jax.value_and_grad(loss)).lower(trainable, non_trainable, x, y, w).compile()
+    stats = compiled.memory_analysis()
+    return {
+        "temp_bytes": int(stats.temp_size_in_bytes),
+        "argument_bytes": int(stats.argument_size_in_bytes),
+        "output_bytes": int(stats.output_size_in_bytes),
+    }
+
+
+def _device_peak_bytes():
+    """Peak device memory from JAX on an accelerator, else None (CPU has no allocator stats)."""
+    try:
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform == "cpu":
+            return None
+        return (device.memory_stats() or {}).get("peak_bytes_in_use")
+    except Exception:
+        return None
+
+
+def _timed_steps(step, n):
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def remat_memory(config, batch, seq, dtype="float32"):
+    """`train_memory_analysis` without and with remat, and the activation-memory ratio."""
+    plain = train_memory_analysis(config, batch, seq, dtype=dtype, remat=None)
+    remat = train_memory_analysis(config, batch, seq, dtype=dtype, remat="full")
+    return {"none": plain, "full": remat, "temp_ratio": remat["temp_bytes"] / plain["temp_bytes"]}
+
+
+def _side(make_step):
+    """Build one side and run its first (compiling) step, measuring its memory.
+
+    `rss_increase_bytes` is the RSS high-water mark during build + first
+    step minus the RSS before: the side's own weights, optimizer state and
+    step memory, without what the other side already holds.
+    """
+    before = report.current_rss_bytes()
+    report.reset_peak_rss()
+    step = make_step()
+    start = time.perf_counter()
+    first_loss = step()
+    peak_rss = report.peak_rss_bytes()
+    return {"step": step, "times": [], "first_loss": first_loss, "first_step_s": time.perf_counter() - start,
+            "peak_rss_bytes": peak_rss, "rss_increase_bytes": peak_rss - before,
+            "device_peak_bytes": _device_peak_bytes()}
+
+
+def _ours_side(config, batch, seq, dtype, remat):
+    return _side(lambda: keras_train_step(config, batch, seq, dtype=dtype, remat=remat)[0])
+
+
+def _hf_side(config, batch, seq, dtype):
+    from smallcoder.bench.reference import hf_train_step
+
+    return _side(lambda: hf_train_step(config, batch, seq, dtype)[0])
+
+
+def bench_train(config, batch, seq, steps=2, dtype="float32", remat=None, vs_hf=False, interleave=True,
+                peak_size=2048):
+    """Time `steps` training steps of this package (and of transformers + torch).
+
+    Each side first runs one untimed step (compilation, allocation). With
+    `interleave`, both models stay in memory and their steps alternate (ours,
+    hf, ours, hf, ...), so load from other processes hits both alike;
+    otherwise each side runs all its steps and is freed before the next
+    (for models too large to hold twice). The float32 (or bf16) matmul peak
+    is measured in the same process before and after the steps.
+
+    Returns a dict; `ours`/`hf` hold `step_s` (every timed step),
+    `tokens_per_s` (median step), `mfu`, `peak_rss_bytes` (this process's
+    RSS high-water mark over that side's build and first step; it includes
+    whatever the process held before, e.g. the other side) and
+    `rss_increase_bytes` (that peak minus the RSS before the side was built).
+    """
+    import gc
+
+    import keras
+
+    tokens = batch * seq
+    step_flops = flops.train_flops_per_step(config, batch, seq)
+    matmul_dtype = "bfloat16" if "bfloat16" in dtype else "float32"
+    framework = "jax" if keras.config.backend() == "jax" else "torch"
+    result = {
+        "backend": keras.config.backend(), "machine": report.machine(), "config": config,
+        "batch": batch, "seq": seq, "dtype": dtype, "remat": remat, "steps": steps, "interleave": interleave,
+        "flops_per_token": flops.flops_per_token(config, seq), "flops_per_step": step_flops,
+    }
+    peaks = [peak.matmul_peak(peak_size, matmul_dtype, framework=framework)]
+    builders = {"ours": lambda: _ours_side(config, batch, seq, dtype, remat)}
+    if vs_hf:
+        builders["hf"] = lambda: _hf_side(config, batch, seq, dtype)
+    sides = {}
+    if interleave:
+        sides = {name: build() for name, build in builders.items()}
+        for _ in range(steps):
+            for side in sides.values():
+                side["times"] += _timed_steps(side["step"], 1)
+    else:
+        for name, build in builders.items():
+            side = build()
+            side["times"] = _timed_steps(side["step"], steps)
+            side.pop("step")
+            sides[name] = side
+            del side
+            keras.backend.clear_session()
+            gc.collect()
+    peaks.append(peak.matmul_peak(peak_size, matmul_dtype, framework=framework))
+    peak_flops = report.median([p["flops_per_s"] for p in peaks])
+    result["matmul_peak"] = {"framework": framework, "size": peak_size, "dtype": matmul_dtype,
+                             "flops_per_s": peak_flops, "runs": peaks}
+    for name, side in sides.items():
+        step_s = report.median(side["times"])
+        result[name] = {
+            "step_s": side["times"],
+            "first_step_s": side["first_step_s"],
+            "first_loss": side["first_loss"],
+            "tokens_per_s": tokens / step_s,
+            "model_flops_per_s": step_flops / step_s,
+            "mfu": step_flops / step_s / peak_flops,
+            "peak_rss_bytes": side["peak_rss_bytes"],
+            "rss_increase_bytes": side["rss_increase_bytes"],
+        }
+        if side.get("device_peak_bytes"):
+            result[name]["device_peak_bytes"] = side["device_peak_bytes"]
+    if vs_hf:
+        result["ratio_tokens_per_s"] = report.ratio(result["ours"]["tokens_per_s"], result["hf"]["tokens_per_s"])
+    table = flops.device_table_peak()
+    if table:
+        result["device_table_peak_flops"] = table
+        result["ours"]["mfu_device_table"] = result["ours"]["model_flops_per_s"] / table
+    return result

@@ -1,0 +1,46 @@
+"""`smallcoder bench train|generate --json` run end to end on the test preset."""
+
+import json
+
+from click.testing import CliRunner
+
+from smallcoder.cli import main
+
+
+def run(args):
+    result = CliRunner().invoke(main, ["bench", *args, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_bench_train_reports_tokens_per_s_mfu_and_memory_for_both_sides():
+    r = run(["train", "--preset", "smallcoder_test", "--batch", "1", "--seq", "32", "--steps", "1", "--vs", "hf"])
+    assert r["flops_per_step"] == r["flops_per_token"] * 32
+    assert r["matmul_peak"]["flops_per_s"] > 0
+    for side in ("ours", "hf"):
+        figures = r[side]
+        assert len(figures["step_s"]) == 1
+        assert figures["tokens_per_s"] > 0 and 0 < figures["mfu"]
+        assert figures["peak_rss_bytes"] >= figures["rss_increase_bytes"] > 0
+        assert 7 < figures["first_loss"] < 10  # ln(4096) = 8.3 for random weights
+    assert r["ratio_tokens_per_s"] == r["ours"]["tokens_per_s"] / r["hf"]["tokens_per_s"]
+
+
+def test_bench_generate_reports_prompt_and_decode_rates_and_matches_hf():
+    r = run(["generate", "--preset", "smallcoder_test", "--new-tokens", "4", "--prompts", "3",
+             "--prompt-length", "8", "--repeats", "1", "--vs", "hf"])
+    assert r["memory_bandwidth"]["bytes_per_s"] > 0
+    for side in ("ours", "hf"):
+        for label, batch in (("batch_1", 1), ("batch_3", 3)):
+            figures = r[side][label]
+            assert figures["batch"] == batch and figures["new_tokens"] == 4
+            for key in ("prompt_tokens_per_s", "decode_tokens_per_s", "tokens_per_s", "decode_weight_bytes_per_s"):
+                assert figures[key] > 0
+    assert r["batch_speedup"] > 0 and r["ratio_batch_1"] > 0
+    # Same weights (converted with save_hf), float32, greedy: same tokens.
+    assert r["greedy_match_hf"] == {"batch_1": True, "batch_3": True}
+
+
+def test_unknown_reference_is_refused():
+    result = CliRunner().invoke(main, ["bench", "train", "--preset", "smallcoder_test", "--vs", "vllm"])
+    assert result.exit_code != 0 and "hf" in result.output

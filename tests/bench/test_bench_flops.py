@@ -1,0 +1,23 @@
+"""PaLM model FLOPs of SmallCoder-303M, counted by hand."""
+
+from smallcoder.bench.flops import (
+    decode_bytes_per_token,
+    flops_per_token,
+    matmul_params,
+    train_flops_per_step,
+)
+from smallcoder.models.presets import preset_config
+
+
+def test_303m_flops_match_a_hand_count():
+    config = preset_config("smallcoder_303m")
+    d, f, layers, vocab, seq = 768, 3072, 24, 49152, 1024
+    # q, k, v, o are D x D each (8 heads x 96 = 768, 8 KV heads); SwiGLU has three D x F kernels.
+    per_layer = 4 * d * d + 3 * d * f  # 9,437,184
+    n = layers * per_layer + vocab * d  # the output projection counts, the input embedding does not
+    assert matmul_params(config) == n == 264_241_152
+    # All parameters = N + input embedding + 2 norms per layer + the final norm.
+    assert n + vocab * d + (2 * layers + 1) * d == 302_027_520
+    assert flops_per_token(config, seq) == 6 * n + 12 * layers * d * seq == 1_811_939_328
+    assert train_flops_per_step(config, 4, seq) == 4 * 1024 * 1_811_939_328
+    assert decode_bytes_per_token(config, 2.0) == 2 * (n + d)
