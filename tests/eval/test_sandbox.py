@@ -159,6 +159,9 @@ def test_deleting_home_and_project_files_is_contained(level, host_dir):
         f"""
         import glob, os, shutil
         home, project = {str(host_dir / "home")!r}, {str(host_dir / "project")!r}
+        # Where the sandbox hides the folder (e.g. the host's /tmp), there is nothing to
+        # delete; the program passes only if it saw the file and it is gone.
+        saw = os.path.exists(project + '/setup.py')
         for path in glob.glob(home + '/**', recursive=True) + glob.glob(project + '/**', recursive=True):
             for attempt in (os.remove, os.unlink, lambda p: open(p, 'w').write('pwned')):
                 try:
@@ -171,7 +174,7 @@ def test_deleting_home_and_project_files_is_contained(level, host_dir):
                 os.system('rm -rf ' + folder)
             except Exception:
                 pass
-        assert not os.path.exists(home) or not os.path.exists(project + '/setup.py')
+        assert saw and not os.path.exists(project + '/setup.py')
         """,
         level,
     )
