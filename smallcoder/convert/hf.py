@@ -5,9 +5,8 @@ streamed on write), so a conversion holds the model plus one tensor.
 """
 
 import os
-import shutil
-import tempfile
 
+from smallcoder.atomic import staging_folder
 from smallcoder.convert import hf_config, safetensors_io
 from smallcoder.convert.hub import resolve_folder
 from smallcoder.convert.weights import hf_shapes, unexpected_tensors, weight_specs
@@ -166,7 +165,7 @@ def save_hf(causal_lm, directory, dtype="float32", max_shard_size=None, overwrit
         return spec.to_hf(ops.convert_to_numpy(spec.variable.value))
 
     bar = _progress("keras -> hf", progress, total=len(specs))
-    with bar, _staging_folder(directory, overwrite) as tmp:
+    with bar, staging_folder(directory, overwrite) as tmp:
         hf_config.write_json(tmp, "config.json", hf_config.hf_config_from_backbone(backbone, dtype, eos_id, eos_id))
         hf_config.write_json(tmp, "generation_config.json", hf_config.generation_config(eos_id, eos_id, eos_id))
         safetensors_io.write_checkpoint(
@@ -175,42 +174,3 @@ def save_hf(causal_lm, directory, dtype="float32", max_shard_size=None, overwrit
         if tokenizer is not None:
             tokenizer.save(tmp)
     return directory
-
-
-class _staging_folder:
-    """Context manager: a temporary sibling of `directory`, renamed onto it on success."""
-
-    def __init__(self, directory, overwrite):
-        self.directory, self.overwrite = directory, overwrite
-        self.created = []  # parent folders made here, removed on failure
-
-    def __enter__(self):
-        parent = os.path.dirname(self.directory)
-        missing = parent
-        while missing and not os.path.exists(missing):
-            self.created.append(missing)
-            missing = os.path.dirname(missing)
-        os.makedirs(parent, exist_ok=True)
-        self.tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(self.directory)}.tmp-")
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            try:
-                if os.path.isdir(self.directory) and self.overwrite:
-                    shutil.rmtree(self.directory)
-                os.replace(self.tmp, self.directory)
-                return False
-            except BaseException:
-                self._clean()
-                raise
-        self._clean()
-        return False
-
-    def _clean(self):
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        for folder in self.created:  # deepest first
-            try:
-                os.rmdir(folder)
-            except OSError:
-                break

@@ -7,8 +7,6 @@ A preset folder holds `config.json` (the backbone's Keras config),
 
 import json
 import os
-import shutil
-import tempfile
 
 PRESETS = {
     # The model card's SmallCoder-303M: count_params() == 302,027,520.
@@ -134,20 +132,12 @@ def load_causal_lm(preset, load_weights=True, dtype=None, **kwargs):
 
 def save_causal_lm(causal_lm, preset_dir):
     """Write a Keras preset folder; a temporary sibling is renamed into place."""
-    preset_dir = os.path.abspath(os.fspath(preset_dir))
-    parent = os.path.dirname(preset_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(preset_dir)}.tmp-")
-    try:
+    from smallcoder.atomic import staging_folder
+
+    with staging_folder(os.path.abspath(os.fspath(preset_dir))) as tmp:
         causal_lm.backbone.save_to_preset(tmp)
         if causal_lm.tokenizer is not None:
             causal_lm.tokenizer.save(tmp)
-        if os.path.isdir(preset_dir):
-            shutil.rmtree(preset_dir)
-        os.replace(tmp, preset_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _check_folder(path):

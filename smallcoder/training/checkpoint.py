@@ -16,9 +16,10 @@ import os
 import random
 import re
 import shutil
-import tempfile
 
 import numpy as np
+
+from smallcoder.atomic import staging_folder
 
 _NAME = re.compile(r"step_(\d{8})$")
 
@@ -79,19 +80,12 @@ def save(run_dir, step, model, state, keep=None):
     root = checkpoint_dir(run_dir)
     os.makedirs(root, exist_ok=True)
     final = os.path.join(root, f"step_{step:08d}")
-    tmp = tempfile.mkdtemp(dir=root, prefix=f".step_{step:08d}.tmp-")
-    try:
+    with staging_folder(final) as tmp:
         model.save_weights(os.path.join(tmp, "model.weights.h5"))
         arrays = {str(i): np.asarray(v) for i, v in enumerate(model.optimizer.variables)}
         np.savez(os.path.join(tmp, "optimizer.npz"), **arrays)
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump({**state, "step": step, "rng": rng_state()}, f)
-        if os.path.isdir(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if keep:
         for _, old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
