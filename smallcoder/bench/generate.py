@@ -58,7 +58,8 @@ def _figures(prompts, new_tokens, first_s, full_s):
         "first_token_s": first_s,
         "generate_s": full_s,
         "prompt_tokens_per_s": prompt_tokens / first_s,
-        "decode_tokens_per_s": batch * (new_tokens - 1) / max(full_s - first_s, 1e-9),
+        # None when the timing noise exceeds the decode time (tiny models).
+        "decode_tokens_per_s": batch * (new_tokens - 1) / (full_s - first_s) if full_s > first_s else None,
         "tokens_per_s": batch * new_tokens / full_s,  # new tokens per second, end to end
     }
 
@@ -113,9 +114,9 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
             full = report.median(times[(side, batch, new_tokens)])
             figures = _figures(work[("ours", batch)], new_tokens, first, full)
             figures["times_s"] = times[(side, batch, new_tokens)]
-            per_step = figures["decode_tokens_per_s"] / batch
-            figures["decode_weight_bytes_per_s"] = result["weight_bytes_per_token"] * per_step
-            if bandwidth:
+            if figures["decode_tokens_per_s"]:
+                per_step = figures["decode_tokens_per_s"] / batch
+                figures["decode_weight_bytes_per_s"] = result["weight_bytes_per_token"] * per_step
                 figures["bandwidth_fraction"] = figures["decode_weight_bytes_per_s"] / bandwidth["bytes_per_s"]
             result.setdefault(side, {})[label] = figures
     big = f"batch_{num_prompts}"

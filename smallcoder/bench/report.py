@@ -88,7 +88,7 @@ def format_train(r):
         f"train {r.get('preset', '')} ({c['num_layers']} layers) batch {r['batch']}x{r['seq']} {r['dtype']} "
         f"remat={r['remat']} backend={r['backend']} on {r['machine']['cpu_count']} cores "
         f"(load {r['machine'].get('load_average', ('?',))[0]:.1f})",
-        f"model FLOPs/step {r['flops_per_step'] / 1e12:.2f} T; matmul peak "
+        f"model FLOPs/step {r['flops_per_step'] / 1e9:,.1f} G; matmul peak "
         f"({r['matmul_peak']['framework']} {r['matmul_peak']['dtype']} {r['matmul_peak']['size']}^2, measured) "
         f"{r['matmul_peak']['flops_per_s'] / 1e9:.1f} GFLOP/s",
         _side_line("smallcoder (keras/" + r["backend"] + ")", r["ours"]),
@@ -100,8 +100,8 @@ def format_train(r):
         lines.append(f"MFU vs device table: {r['ours']['mfu_device_table']:.1%}")
     if "memory_analysis" in r:
         m = r["memory_analysis"]
-        lines.append(f"XLA temp (activation) memory: no remat {gib(m['none']['temp_bytes']):.2f} GiB, "
-                     f"remat=full {gib(m['full']['temp_bytes']):.2f} GiB ({m['temp_ratio']:.0%})")
+        lines.append(f"activation memory ({m['none']['kind']}): no remat {gib(m['none']['bytes']):.2f} GiB, "
+                     f"remat=full {gib(m['full']['bytes']):.2f} GiB ({m['ratio']:.0%})")
     return "\n".join(lines)
 
 
@@ -115,11 +115,13 @@ def format_generate(r):
         if side not in r:
             continue
         for label, f in r[side].items():
+            decode = (f"decode {f['decode_tokens_per_s']:7.2f} tok/s   " if f["decode_tokens_per_s"]
+                      else "decode  (below timing noise)   ")
             lines.append(
-                f"{side:<5}{label:<9} prompt {f['prompt_tokens_per_s']:8.1f} tok/s   decode "
-                f"{f['decode_tokens_per_s']:7.2f} tok/s   end-to-end {f['tokens_per_s']:7.2f} tok/s   "
-                f"{f['decode_weight_bytes_per_s'] / 1e9:5.1f} GB/s of weights"
-                + (f" ({f['bandwidth_fraction']:.0%} of measured)" if "bandwidth_fraction" in f else ""))
+                f"{side:<5}{label:<9} prompt {f['prompt_tokens_per_s']:8.1f} tok/s   {decode}"
+                f"end-to-end {f['tokens_per_s']:7.2f} tok/s"
+                + (f"   {f['decode_weight_bytes_per_s'] / 1e9:5.1f} GB/s of weights "
+                   f"({f['bandwidth_fraction']:.0%} of measured)" if "bandwidth_fraction" in f else ""))
     lines.append(f"batched / batch 1 tokens/s: {r['batch_speedup']:.2f}x")
     for key in [k for k in r if k.startswith("ratio_")]:
         lines.append(f"ours/hf {key[6:]}: {r[key]:.2f}x")

@@ -72,8 +72,8 @@ def _vs(value):
 @click.option("--vs", "vs", default=None, help="Reference to run alongside: 'hf'.")
 @click.option("--interleave/--one-after-other", default=True, show_default=True,
               help="Alternate steps of both sides (both models in memory), or run them one after the other.")
-@click.option("--memory-analysis", is_flag=True, help="Also compile (not run) the JAX step with and without "
-              "remat and report XLA's activation memory.")
+@click.option("--memory-analysis", is_flag=True, help="Also measure the step's activation memory with and "
+              "without remat: XLA's compiled temp bytes (jax) or the bytes autograd saves (torch).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def train(preset, num_layers, batch, seq, steps, dtype, remat, vs, interleave, memory_analysis, as_json):
     """Training-step tokens/s, MFU and peak memory, vs transformers + torch."""
@@ -87,7 +87,10 @@ def train(preset, num_layers, batch, seq, steps, dtype, remat, vs, interleave, m
                          vs_hf=_vs(vs), interleave=interleave)
     result["preset"] = preset
     if memory_analysis:
-        result["memory_analysis"] = remat_memory(config, batch, seq, dtype=dtype)
+        try:
+            result["memory_analysis"] = remat_memory(config, batch, seq, dtype=dtype)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from e
     click.echo(json.dumps(result) if as_json else format_train(result))
 
 
