@@ -1,9 +1,8 @@
 """Backbone: size of the model card preset, config round trip, padding and packing."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from smallcoder.models import SmallCoderBackbone, SmallCoderCausalLM
 from smallcoder.models.presets import preset_config

@@ -1,9 +1,8 @@
 """Causal LM: cached generation, context limit, fit, preset save/load."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from smallcoder.models import SmallCoderBackbone, SmallCoderCausalLM
 
