@@ -113,3 +113,18 @@ def test_recipe_run_all_demo_chains_the_stages(tmp_path):
         assert f"model: initialised from {tmp_path / previous / 'model'}" in section
     with open(tmp_path / "sft" / "model" / "config.json") as f:
         assert json.load(f)["config"]["dtype"]["config"]["name"] == "mixed_bfloat16"
+
+
+@pytest.mark.slow
+def test_eval_gate_stores_scores_and_reports_a_gate_that_cannot_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMALLCODER_MBPP_DATA", str(tmp_path / "missing-mbpp.jsonl"))
+    lines = []
+    recipe = load_recipe("sft", demo=True, overrides=[*TINY, "eval.tasks=[humaneval, mbpp]", "eval.limit=1"])
+    summary = run_stage(recipe, output_dir=str(tmp_path / "run"), echo=lines.append)
+
+    humaneval = summary["eval"]["humaneval"]
+    assert "error" not in humaneval and 0.0 <= humaneval["pass@1"] <= 1.0
+    assert os.path.isdir(tmp_path / "run" / "eval" / "humaneval")
+    assert "missing-mbpp.jsonl" in summary["eval"]["mbpp"]["error"]
+    assert any("eval: mbpp could not run" in line for line in lines)
+    assert os.path.isdir(tmp_path / "run" / "model")  # the stage's weights were kept
