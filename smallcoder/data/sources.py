@@ -100,6 +100,13 @@ class Reader:
     def tell(self):
         return [self.epoch, self.index]
 
+    def _next_epoch_position(self):
+        return [self.epoch + 1, 0]
+
+    def _empty_message(self):
+        return (f"Source {self.spec['name']!r} has no records for process "
+                f"{self.process_index} of {self.process_count}.")
+
     def next_record(self):
         if self._it is None:
             self.seek(None)
@@ -109,11 +116,8 @@ class Reader:
             if not self.repeat:
                 return END
             if self.index == 0:
-                raise SourceError(
-                    f"Source {self.spec['name']!r} has no records for process "
-                    f"{self.process_index} of {self.process_count}."
-                ) from None
-            self.seek([self.epoch + 1, 0])
+                raise SourceError(self._empty_message()) from None
+            self.seek(self._next_epoch_position())
             return self.next_record()
         self.index += 1
         return record
@@ -281,20 +285,16 @@ class HFReader(Reader):
             return self._seek_position
         return {"epoch": self.epoch, "hf": json.loads(json.dumps(self.dataset.state_dict()))}
 
+    def _next_epoch_position(self):
+        return {"epoch": self.epoch + 1, "hf": {**self._initial, "epoch": self.epoch + 1}}
+
+    def _empty_message(self):
+        return f"Source {self.spec['name']!r}: dataset {self.spec['path']!r} is empty."
+
     def next_record(self):
-        if self._it is None:
-            self.seek(None)
-        try:
-            record = next(self._it)
-        except StopIteration:
-            if not self.repeat:
-                return END
-            if self.index == 0:
-                raise SourceError(f"Source {self.spec['name']!r}: dataset {self.spec['path']!r} is empty.") from None
-            self.seek({"epoch": self.epoch + 1, "hf": {**self._initial, "epoch": self.epoch + 1}})
-            return self.next_record()
-        self.index += 1
-        self._seek_position = None
+        record = super().next_record()
+        if record is not END:
+            self._seek_position = None  # tell() now asks the stream
         return record
 
 
