@@ -102,10 +102,10 @@ def load_tokenizer(preset):
     from smallcoder.tokenizer import SmallCoderTokenizer
 
     if preset in PRESETS:
-        if PRESETS[preset]["vocabulary_size"] != 4096:
-            return None
-        from smallcoder.demo_tokenizer import demo_tokenizer
+        from smallcoder.demo_tokenizer import DEMO_VOCAB_SIZE, demo_tokenizer
 
+        if PRESETS[preset]["vocabulary_size"] != DEMO_VOCAB_SIZE:
+            return None  # smallcoder_303m: the StarCoder tokenizer comes with its HF folder
         return demo_tokenizer()
     path = os.path.join(preset, "tokenizer.json")
     return SmallCoderTokenizer(path) if os.path.isfile(path) else None
