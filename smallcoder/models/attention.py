@@ -114,6 +114,37 @@ class SmallCoderAttention(keras.layers.Layer):
             return outputs, new_entries
         return outputs
 
+    def call_with_cache(self, hidden_states, positions, attention_mask, cache, cache_update_index):
+        """Attention of T new tokens over a per-layer KV cache (the decoding path).
+
+        Kept apart from `call` (the training path): the cache is laid out
+        (B, K, S, H), so the attention dots read it with no per-step
+        transpose, and only the T new positions are written.
+
+        Args:
+            hidden_states: float (B, T, D).
+            positions: int (B, T). RoPE position of each new token.
+            attention_mask: bool (T, S), shared by every row: True where new
+                token t may see cache position s.
+            cache: `(key, value)`, each float (B, K, S, H).
+            cache_update_index: int scalar, where the T new entries go.
+
+        Returns:
+            `(outputs (B, T, D), (key, value))` with the new entries written.
+        """
+        query = self.rotary_embedding(self.query(hidden_states), positions=positions)  # (B, T, N, H)
+        key = self.rotary_embedding(self.key(hidden_states), positions=positions)  # (B, T, K, H)
+        value = self.value(hidden_states)  # (B, T, K, H)
+        key_cache, value_cache = cache
+        start = [0, 0, cache_update_index, 0]
+        # Transposing the T new entries is cheap; transposing the cache is not.
+        key_cache = ops.slice_update(key_cache, start, ops.cast(ops.transpose(key, (0, 2, 1, 3)), key_cache.dtype))
+        value_cache = ops.slice_update(
+            value_cache, start, ops.cast(ops.transpose(value, (0, 2, 1, 3)), value_cache.dtype)
+        )
+        attended = cached_attention(query, key_cache, value_cache, attention_mask)  # (B, T, N, H)
+        return self.attention_output(attended), (key_cache, value_cache)
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -126,3 +157,31 @@ class SmallCoderAttention(keras.layers.Layer):
             }
         )
         return config
+
+
+def cached_attention(query, key, value, attention_mask):
+    """Softmax attention of new queries over a (B, K, S, H) cache, grouped KV heads.
+
+    An explicit einsum instead of `ops.dot_product_attention`: the latter
+    wants keys as (B, S, K, H) and equal head counts on some backends, which
+    would cost a transpose (and a repeat) of the whole cache every step.
+
+    Args:
+        query: float (B, T, N, H), N = K * G.
+        key, value: float (B, K, S, H).
+        attention_mask: bool (T, S).
+
+    Returns:
+        float (B, T, N, H), in the query's dtype.
+    """
+    batch_size, length, num_query_heads, head_dim = ops.shape(query)
+    num_key_value_heads = ops.shape(key)[1]
+    groups = num_query_heads // num_key_value_heads
+    query = ops.reshape(query, (batch_size, length, num_key_value_heads, groups, head_dim))
+    query = query * ops.cast(1.0 / head_dim**0.5, query.dtype)
+    scores = ops.einsum("btkgh,bksh->bkgts", query, ops.cast(key, query.dtype))  # (B, K, G, T, S)
+    scores = ops.cast(scores, "float32")
+    scores = ops.where(attention_mask, scores, ops.cast(-1e30, "float32"))
+    weights = ops.cast(ops.softmax(scores, axis=-1), query.dtype)
+    attended = ops.einsum("bkgts,bksh->btkgh", weights, ops.cast(value, query.dtype))  # (B, T, K, G, H)
+    return ops.reshape(attended, (batch_size, length, num_query_heads, head_dim))

@@ -147,37 +147,41 @@ class SmallCoderBackbone(Backbone):
         self.remat = remat
 
     def call_with_cache(self, token_ids, cache, cache_update_index):
-        """Forward T new tokens against a KV cache of the whole sequence.
+        """Forward T new tokens against a per-layer KV cache of the whole sequence.
 
         Args:
             token_ids: int (B, T), tokens at positions
                 `cache_update_index … cache_update_index + T - 1`.
-            cache: float (B, L, 2, S, K, H).
+            cache: a tuple of L `(key, value)` pairs, each float (B, K, S, H)
+                (see `empty_cache`).
             cache_update_index: int scalar.
 
         Returns:
             `(hidden_states (B, T, D), cache)`; every earlier cache position is
             treated as valid (the caller fills it before reading it).
         """
+        # keras-hub models keep one (B, L, 2, S, K, H) cache tensor; slicing a
+        # layer out and writing it back made XLA:CPU copy the whole cache per
+        # layer per step. One array pair per layer is updated in place.
         length = ops.shape(token_ids)[1]
-        cache_length = ops.shape(cache)[3]
+        cache_length = ops.shape(cache[0][0])[2]
         query_index = ops.arange(length) + cache_update_index  # (T,)
-        attention_mask = ops.expand_dims(query_index, 1) >= ops.expand_dims(ops.arange(cache_length), 0)
-        attention_mask = ops.expand_dims(attention_mask, 0)  # (1, T, S)
+        attention_mask = ops.expand_dims(query_index, 1) >= ops.expand_dims(ops.arange(cache_length), 0)  # (T, S)
         batch_size = ops.shape(token_ids)[0]
-        attention_mask = ops.broadcast_to(attention_mask, (batch_size, length, cache_length))
         positions = ops.broadcast_to(ops.expand_dims(query_index, 0), (batch_size, length))
 
         x = self.token_embedding(token_ids)
-        for i, block in enumerate(self.transformer_layers):
-            x, new_entries = block(
-                x, positions, attention_mask, cache=cache[:, i], cache_update_index=cache_update_index
-            )  # (B, T, D), (B, 2, T, K, H)
-            # Only the T new positions are written: an in-place update in a
-            # compiled decoding loop, not a copy of the whole cache per layer.
-            start = [0, i, 0, cache_update_index, 0, 0]
-            cache = ops.slice_update(cache, start, ops.expand_dims(new_entries, 1))
-        return self.final_norm(x), cache
+        new_cache = []
+        for block, layer_cache in zip(self.transformer_layers, cache):
+            x, layer_cache = block.call_with_cache(x, positions, attention_mask, layer_cache, cache_update_index)
+            new_cache.append(layer_cache)
+        return self.final_norm(x), tuple(new_cache)
+
+    def empty_cache(self, batch_size, cache_length, dtype=None):
+        """A zero KV cache: a tuple of `num_layers` `(key, value)` pairs, each (B, K, S, H)."""
+        shape = (batch_size, self.num_key_value_heads, cache_length, self.head_dim)
+        dtype = dtype or self.compute_dtype
+        return tuple((ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype)) for _ in range(self.num_layers))
 
     def get_config(self):
         config = super().get_config()

@@ -118,11 +118,13 @@ class SmallCoderCausalLM(CausalLM):
         return logits, hidden_states, cache
 
     def _build_cache(self, prompt_ids, cache_length):
-        """Prefill: run the prompt block (B, P) into a zero cache of `cache_length` positions."""
-        backbone = self.backbone
-        batch_size = ops.shape(prompt_ids)[0]
-        shape = [batch_size, backbone.num_layers, 2, cache_length, backbone.num_key_value_heads, backbone.head_dim]
-        cache = ops.zeros(shape, dtype=self.compute_dtype)  # (B, L, 2, S, K, H)
+        """Prefill: run the prompt block (B, P) into a zero cache of `cache_length` positions.
+
+        The cache is a tuple of per-layer `(key, value)` pairs, each (B, K, S, H)
+        (`SmallCoderBackbone.empty_cache`); keras-hub samplers carry it through
+        their loop as an opaque structure.
+        """
+        cache = self.backbone.empty_cache(ops.shape(prompt_ids)[0], cache_length, self.compute_dtype)
         _, hidden_states, cache = self.call_with_cache(prompt_ids, cache, 0)
         return hidden_states, cache
 

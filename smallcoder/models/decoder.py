@@ -89,13 +89,33 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
             attended, new_entries = attended
         hidden_states = hidden_states + attended
 
-        x = self.pre_feedforward_norm(hidden_states)
-        gate = ops.silu(self.feedforward_gate(x))  # (B, T, F)
-        x = self.feedforward_output(gate * self.feedforward_intermediate(x))  # (B, T, D)
-        hidden_states = hidden_states + x
+        hidden_states = hidden_states + self._feedforward(hidden_states)
         if cache is not None:
             return hidden_states, new_entries  # (B, T, D), (B, 2, T, K, H)
         return hidden_states
+
+    def _feedforward(self, hidden_states):
+        """SwiGLU of the normed (B, T, D) input, (B, T, D), without the residual."""
+        x = self.pre_feedforward_norm(hidden_states)
+        gate = ops.silu(self.feedforward_gate(x))  # (B, T, F)
+        return self.feedforward_output(gate * self.feedforward_intermediate(x))  # (B, T, D)
+
+    def call_with_cache(self, hidden_states, positions, attention_mask, cache, cache_update_index):
+        """The block on T new tokens against this layer's KV cache (decoding).
+
+        Args:
+            hidden_states: float (B, T, D).
+            positions, attention_mask, cache, cache_update_index: see
+                `SmallCoderAttention.call_with_cache` (mask (T, S), cache a
+                `(key, value)` pair of (B, K, S, H)).
+
+        Returns:
+            `(hidden_states (B, T, D), (key, value))`.
+        """
+        x = self.pre_attention_norm(hidden_states)
+        attended, cache = self.attention.call_with_cache(x, positions, attention_mask, cache, cache_update_index)
+        hidden_states = hidden_states + attended
+        return hidden_states + self._feedforward(hidden_states), cache
 
     def get_config(self):
         config = super().get_config()
