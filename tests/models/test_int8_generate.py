@@ -1,0 +1,30 @@
+"""int8 quantization (Keras `quantize("int8")`) of the causal LM: logits near float32, generate runs."""
+
+import keras
+import numpy as np
+
+from smallcoder.models import SmallCoderCausalLM
+
+# Stated tolerance (docs/bench.md): max |logit - float32 logit| <= 0.1 x std of the float32 logits.
+LOGIT_TOLERANCE_OF_STD = 0.1
+
+
+def test_int8_logits_within_tolerance_and_generate_runs():
+    keras.utils.set_random_seed(3)
+    lm = SmallCoderCausalLM.from_preset("smallcoder_test")
+    lm.compile(sampler="greedy")
+    rng = np.random.default_rng(0)
+    x = {"token_ids": rng.integers(1, 4000, (2, 16)).astype("int32"), "padding_mask": np.ones((2, 16), "int32")}
+    reference = keras.ops.convert_to_numpy(lm.predict_on_batch(x))
+    prompts = [[5, 6, 7, 8], [9, 10]]
+
+    lm.quantize("int8")
+    assert lm.backbone.token_embedding.quantization_mode == "int8"
+    assert lm.backbone.transformer_layers[0].attention.query.quantization_mode == "int8"
+    quantized = keras.ops.convert_to_numpy(lm.predict_on_batch(x))
+    assert np.abs(quantized - reference).max() <= LOGIT_TOLERANCE_OF_STD * reference.std()
+
+    one = lm.generate(prompts[:1], max_new_tokens=6, stop_token_ids=None, strip_prompt=True)  # padded to 2 rows on jax
+    both = lm.generate(prompts, max_new_tokens=6, stop_token_ids=None, strip_prompt=True)
+    assert len(one) == 1 and len(one[0]) == 6
+    assert one[0] == both[0]  # the padding row does not change the answer
