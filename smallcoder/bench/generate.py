@@ -16,14 +16,13 @@ def random_prompts(config, count, length=32, seed=0):
     return [[int(t) for t in rng.integers(1, config["vocabulary_size"], size=n)] for n in lengths]
 
 
-def build_decoder(config, seed=0):
-    """A greedy float32 `SmallCoderCausalLM` with random weights (seed `seed`).
+# Stated tolerance of a quantized model's logits: max |logit - float32 logit|
+# at most this fraction of the float32 logits' standard deviation.
+LOGIT_TOLERANCE_OF_STD = 0.1
 
-    Lower-precision decoding was measured and left out: on XLA:CPU neither
-    bf16 weights (bf16 compute) nor Keras `quantize("int8")` (which also
-    quantizes activations) decoded a single sequence faster than float32,
-    and bf16 changed greedy tokens on the test model.
-    """
+
+def build_decoder(config, seed=0):
+    """A greedy float32 `SmallCoderCausalLM` with random weights (seed `seed`)."""
     import keras
 
     from smallcoder.models import SmallCoderBackbone, SmallCoderCausalLM
@@ -64,13 +63,72 @@ def _figures(prompts, new_tokens, first_s, full_s):
     }
 
 
-def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, repeats=2, vs_hf=False):
+def prompt_logits(causal_lm, prompts):
+    """Float32 logits (B, P, V) of right-padded `prompts` (full forward, no cache) and the padding mask (B, P)."""
+    from keras import ops
+
+    longest = max(len(p) for p in prompts)
+    ids = np.zeros((len(prompts), longest), "int32")
+    mask = np.zeros((len(prompts), longest), "int32")
+    for row, p in enumerate(prompts):
+        ids[row, : len(p)], mask[row, : len(p)] = p, 1
+    logits = causal_lm.predict_on_batch({"token_ids": ids, "padding_mask": mask})
+    return ops.convert_to_numpy(ops.cast(logits, "float32")), mask.astype(bool)
+
+
+def quantization_figures(reference_logits, logits, mask, reference_tokens, tokens):
+    """Logit error of a quantized model vs float32 and its greedy agreement.
+
+    Args:
+        reference_logits, logits: float (B, P, V), float32 and quantized model.
+        mask: bool (B, P), real prompt positions.
+        reference_tokens, tokens: lists of B greedy continuations.
+    """
+    diff = np.abs(logits - reference_logits)[mask]
+    std = float(reference_logits[mask].std())
+    prefixes = []
+    for ref, got in zip(reference_tokens, tokens):
+        same = next((i for i, (a, b) in enumerate(zip(ref, got)) if a != b), min(len(ref), len(got)))
+        prefixes.append(same)
+    return {
+        "max_abs_logit_diff": float(diff.max()),
+        "float32_logit_std": std,
+        "max_diff_of_std": float(diff.max()) / std,
+        "tolerance_of_std": LOGIT_TOLERANCE_OF_STD,
+        "within_tolerance": float(diff.max()) <= LOGIT_TOLERANCE_OF_STD * std,
+        "argmax_agreement": float(np.mean(np.argmax(logits, -1)[mask] == np.argmax(reference_logits, -1)[mask])),
+        "greedy_equal_rows": sum(a == b for a, b in zip(reference_tokens, tokens)),
+        "rows": len(tokens),
+        "greedy_equal_prefix_mean": float(np.mean(prefixes)),
+    }
+
+
+def format_quantization(r):
+    """Lines for the `quantization` figures of a `bench_generate` result."""
+    if "quantization" not in r:
+        return []
+    lines = []
+    for label, q in r["quantization"].items():
+        lines.append(
+            f"{r['dtype']} vs float32 ({label}): max |logit diff| {q['max_abs_logit_diff']:.4f} = "
+            f"{q['max_diff_of_std']:.3f} std (tolerance {q['tolerance_of_std']} std: "
+            f"{'within' if q['within_tolerance'] else 'EXCEEDED'}); prompt argmax agreement "
+            f"{q['argmax_agreement']:.1%}; greedy tokens equal on {q['greedy_equal_rows']}/{q['rows']} rows "
+            f"(mean equal prefix {q['greedy_equal_prefix_mean']:.1f} tokens)")
+    return lines
+
+
+def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, repeats=2, vs_hf=False,
+                   quantize=None):
     """Greedy generation figures for batch 1 and a batch of `num_prompts`, alternating with HF.
 
     Each (side, batch, length) combination is compiled/warmed up once
     untimed, then timed `repeats` times; medians are reported. With
     `vs_hf`, transformers gets the same weights (through
     `smallcoder.convert.save_hf`, float32) and the greedy outputs are compared.
+    With `quantize="int8"` our side is the same model after Keras
+    `quantize("int8")` (HF stays float32), and the figures include its logit
+    error and greedy agreement vs the float32 model (`quantization_figures`).
     """
     import keras
 
@@ -82,6 +140,12 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
 
         tmp = tempfile.TemporaryDirectory()
         hf_model = hf_model_from_keras(causal_lm, tmp.name)
+    reference = None
+    if quantize:
+        reference = {"logits": prompt_logits(causal_lm, prompts)[0],
+                     1: _ours(causal_lm, prompts[:1], new_tokens)(),
+                     num_prompts: _ours(causal_lm, prompts, new_tokens)()}
+        causal_lm.quantize(quantize)
     work = {("ours", 1): prompts[:1], ("ours", num_prompts): prompts}
     runners = {}
     for (side, batch), ps in work.items():
@@ -104,8 +168,8 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
     bandwidth = peak.memory_bandwidth()
     result = {
         "backend": keras.config.backend(), "machine": report.machine(), "config": config,
-        "dtype": "float32", "new_tokens": new_tokens, "prompt_length": prompt_length, "repeats": repeats,
-        "weight_bytes_per_token": flops.decode_bytes_per_token(config, 4.0),
+        "dtype": quantize or "float32", "new_tokens": new_tokens, "prompt_length": prompt_length, "repeats": repeats,
+        "weight_bytes_per_token": flops.decode_bytes_per_token(config, 1.0 if quantize == "int8" else 4.0),
         "memory_bandwidth": bandwidth,
     }
     for side in ("ours", "hf") if vs_hf else ("ours",):
@@ -120,6 +184,13 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
                 figures["bandwidth_fraction"] = figures["decode_weight_bytes_per_s"] / bandwidth["bytes_per_s"]
             result.setdefault(side, {})[label] = figures
     big = f"batch_{num_prompts}"
+    if quantize:
+        logits, mask = prompt_logits(causal_lm, prompts)
+        result["quantization"] = {
+            label: quantization_figures(reference["logits"][:b], logits[:b], mask[:b], reference[b],
+                                        outputs[("ours", b, new_tokens)])
+            for label, b in (("batch_1", 1), (big, num_prompts))
+        }
     result["batch_speedup"] = result["ours"][big]["tokens_per_s"] / result["ours"]["batch_1"]["tokens_per_s"]
     if vs_hf:
         for label in ("batch_1", big):

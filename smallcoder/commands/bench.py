@@ -102,15 +102,19 @@ def train(preset, num_layers, batch, seq, steps, dtype, remat, vs, interleave, m
 @click.option("--prompt-length", default=32, show_default=True, help="Longest prompt (others 1/2 to 1 of it).")
 @click.option("--repeats", default=2, show_default=True, help="Timed runs per case (after a warm-up run).")
 @click.option("--vs", "vs", default=None, help="Reference to run alongside: 'hf'.")
+@click.option("--quantize", default=None, type=click.Choice(["int8"]),
+              help="Decode with Keras quantize('int8') weights; also reports the logit error and greedy "
+              "agreement vs the float32 model (the reference stays float32).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def generate(preset, num_layers, new_tokens, num_prompts, prompt_length, repeats, vs, as_json):
-    """Greedy float32 prompt and decode tokens/s, batch 1 and batched, vs transformers `generate`."""
+def generate(preset, num_layers, new_tokens, num_prompts, prompt_length, repeats, vs, quantize, as_json):
+    """Greedy prompt and decode tokens/s, batch 1 and batched, vs transformers `generate`."""
     import json
 
-    from smallcoder.bench.generate import bench_generate
+    from smallcoder.bench.generate import bench_generate, format_quantization
     from smallcoder.bench.report import format_generate
 
     result = bench_generate(_config(preset, num_layers), new_tokens=new_tokens, num_prompts=num_prompts,
-                            prompt_length=prompt_length, repeats=repeats, vs_hf=_vs(vs))
+                            prompt_length=prompt_length, repeats=repeats, vs_hf=_vs(vs), quantize=quantize)
     result["preset"] = preset
-    click.echo(json.dumps(result) if as_json else format_generate(result))
+    lines = [format_generate(result), *format_quantization(result)]
+    click.echo(json.dumps(result) if as_json else "\n".join(lines))
