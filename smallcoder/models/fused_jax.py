@@ -1,0 +1,105 @@
+"""JAX training kernels with hand-written backward passes: fused projections and SwiGLU.
+
+Why not autodiff: on XLA:CPU the autodiff backward of `silu(x @ Wg) * (x @ Wu)`
+fuses the SiLU derivative into a transposing copy of the (T, F) gradient before
+the weight-gradient matmul (≈ 100 ms per block at 1×1024 on 2 cores, more than
+a matmul). Writing the backward as explicit 2-D matmuls over concatenated
+kernels ([Wg | Wu] and [Wq | Wk | Wv]) gives XLA plain row-major GEMMs, fewer
+and larger ones. Measured on a 4-block SwiGLU stack (fwd + bwd): 20 % less CPU
+time, ≈ 89 % of the float32 matmul peak. Results equal autodiff to float32
+round-off (tested).
+
+Only the JAX backend uses these (`SmallCoderAttention` / `SmallCoderDecoderBlock`
+call them when `keras.config.backend() == "jax"` and the kernels are plain
+float, i.e. not quantized); the other backends keep the Keras layers' calls.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def _rows(x):
+    return x.reshape(-1, x.shape[-1])
+
+
+@jax.custom_vjp
+def fused_projections(x, kernels):
+    """`[x @ k for k in kernels]` as one matmul.
+
+    Args:
+        x: (B, T, D).
+        kernels: tuple of (D, n_i).
+
+    Returns:
+        tuple of (B, T, n_i).
+    """
+    return _fused_projections_fwd(x, kernels)[0]
+
+
+def _split_points(kernels):
+    points, total = [], 0
+    for kernel in kernels[:-1]:
+        total += kernel.shape[1]
+        points.append(total)
+    return points
+
+
+def _fused_projections_fwd(x, kernels):
+    rows = _rows(x)
+    outputs = rows @ jnp.concatenate(kernels, axis=1)  # (B*T, sum n_i)
+    outputs = jnp.split(outputs, _split_points(kernels), axis=1)
+    return tuple(o.reshape(x.shape[:-1] + (o.shape[-1],)) for o in outputs), (rows, kernels)
+
+
+def _fused_projections_bwd(residuals, cotangents):
+    rows, kernels = residuals
+    shape = cotangents[0].shape[:-1] + (rows.shape[-1],)
+    d_outputs = jnp.concatenate([_rows(c) for c in cotangents], axis=1)  # (B*T, sum n_i)
+    d_kernels = jnp.split(rows.T @ d_outputs, _split_points(kernels), axis=1)
+    d_x = d_outputs @ jnp.concatenate(kernels, axis=1).T
+    return d_x.reshape(shape), tuple(d_kernels)
+
+
+fused_projections.defvjp(_fused_projections_fwd, _fused_projections_bwd)
+
+
+@jax.custom_vjp
+def swiglu(x, w_gate, w_up, w_out):
+    """`(silu(x @ w_gate) * (x @ w_up)) @ w_out`.
+
+    Args:
+        x: (B, T, D).
+        w_gate, w_up: (D, F).
+        w_out: (F, D).
+
+    Returns:
+        (B, T, D).
+    """
+    return _swiglu_fwd(x, w_gate, w_up, w_out)[0]
+
+
+def _swiglu_fwd(x, w_gate, w_up, w_out):
+    rows = _rows(x)
+    gate, up = jnp.split(rows @ jnp.concatenate([w_gate, w_up], axis=1), 2, axis=1)  # (B*T, F) each
+    hidden = jax.nn.silu(gate) * up
+    outputs = (hidden @ w_out).reshape(x.shape[:-1] + (w_out.shape[1],))
+    return outputs, (rows, gate, up, w_gate, w_up, w_out)
+
+
+def _swiglu_bwd(residuals, d_outputs):
+    rows, gate, up, w_gate, w_up, w_out = residuals
+    shape = d_outputs.shape  # (B, T, D), also the shape of x
+    d_outputs = _rows(d_outputs)  # (B*T, D)
+    sigmoid = jax.nn.sigmoid(gate)
+    activated = gate * sigmoid  # silu(gate), recomputed instead of stored
+    d_w_out = (activated * up).T @ d_outputs
+    d_hidden = d_outputs @ w_out.T  # (B*T, F)
+    d_up = d_hidden * activated
+    d_gate = d_hidden * up * (sigmoid * (1 + gate * (1 - sigmoid)))  # silu'(g) = s (1 + g (1 - s))
+    d_gate_up = jnp.concatenate([d_gate, d_up], axis=1)  # (B*T, 2F)
+    d_w_gate, d_w_up = jnp.split(rows.T @ d_gate_up, 2, axis=1)
+    d_x = d_gate_up @ jnp.concatenate([w_gate, w_up], axis=1).T
+    return d_x.reshape(shape), d_w_gate, d_w_up, d_w_out
+
+
+swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)

@@ -1,0 +1,156 @@
+"""The training kernels equal the plain formulas: block-causal attention, fused projections, SwiGLU."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from smallcoder.models.causal_attention import block_causal_attention
+from smallcoder.models.masks import segment_attention_mask
+
+
+def _segments():
+    """Two rows of 40 tokens: three packed documents; one document then padding."""
+    first = [1] * 13 + [2] * 20 + [3] * 7
+    second = [1] * 31 + [0] * 9
+    return np.asarray([first, second], dtype="int32")
+
+
+def _qkv(seed=0, batch=2, length=40, heads=4, kv_heads=2, head_dim=8):
+    rng = np.random.default_rng(seed)
+    query = rng.normal(size=(batch, length, heads, head_dim)).astype("float32")
+    key = rng.normal(size=(batch, length, kv_heads, head_dim)).astype("float32")
+    value = rng.normal(size=(batch, length, kv_heads, head_dim)).astype("float32")
+    return query, key, value
+
+
+def _reference_attention(query, key, value, mask):
+    groups = query.shape[2] // key.shape[2]
+    key, value = ops.repeat(key, groups, axis=2), ops.repeat(value, groups, axis=2)
+    return ops.dot_product_attention(query, key, value, mask=ops.expand_dims(mask, 1))
+
+
+@pytest.mark.parametrize("block_size", [16, 40, 256])
+def test_block_causal_attention_equals_masked_attention(block_size):
+    """Blocks of 16 over 40 tokens (a partial last block), one block, a block longer than the row."""
+    query, key, value = _qkv()
+    mask = segment_attention_mask(_segments())
+    expected = ops.convert_to_numpy(_reference_attention(query, key, value, mask))
+    got = ops.convert_to_numpy(block_causal_attention(query, key, value, mask, block_size=block_size))
+    real = _segments() > 0  # padding rows attend to themselves only; both agree there too
+    np.testing.assert_allclose(got[real], expected[real], atol=2e-5)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+def _jax_only():
+    if keras.config.backend() != "jax":
+        pytest.skip("JAX kernels")
+
+
+def test_block_causal_attention_gradients_equal_masked_attention():
+    _jax_only()
+    import jax
+    import jax.numpy as jnp
+
+    query, key, value = _qkv(1)
+    mask = segment_attention_mask(_segments())
+    cotangent = np.random.default_rng(2).normal(size=query.shape).astype("float32")
+
+    def loss(attend):
+        return lambda q, k, v: jnp.sum(attend(q, k, v) * cotangent)
+
+    expected = jax.grad(loss(lambda q, k, v: _reference_attention(q, k, v, mask)), argnums=(0, 1, 2))(query, key, value)
+    got = jax.grad(loss(lambda q, k, v: block_causal_attention(q, k, v, mask, block_size=16)), argnums=(0, 1, 2))(
+        query, key, value
+    )
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=5e-5)
+
+
+def test_fused_projections_value_and_gradients():
+    _jax_only()
+    import jax
+    import jax.numpy as jnp
+
+    from smallcoder.models.fused_jax import fused_projections
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 5, 6)).astype("float32")
+    kernels = tuple(rng.normal(size=(6, n)).astype("float32") for n in (8, 4, 4))
+    weights = tuple(rng.normal(size=(2, 5, n)).astype("float32") for n in (8, 4, 4))
+
+    def loss(project):
+        return lambda x, kernels: sum(jnp.sum(o * w) for o, w in zip(project(x, kernels), weights))
+
+    plain = lambda x, kernels: tuple(jnp.einsum("btd,dn->btn", x, k) for k in kernels)  # noqa: E731
+    for got, expected in zip(fused_projections(x, kernels), plain(x, kernels)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5)
+    got = jax.grad(loss(fused_projections), argnums=(0, 1))(x, kernels)
+    expected = jax.grad(loss(plain), argnums=(0, 1))(x, kernels)
+    for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-5, atol=1e-5)
+
+
+def test_swiglu_value_and_gradients():
+    _jax_only()
+    import jax
+    import jax.numpy as jnp
+
+    from smallcoder.models.fused_jax import swiglu
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 5, 6)).astype("float32")
+    w_gate, w_up = (rng.normal(size=(6, 12)).astype("float32") for _ in range(2))
+    w_out = rng.normal(size=(12, 6)).astype("float32")
+    cotangent = rng.normal(size=(2, 5, 6)).astype("float32")
+
+    def plain(x, w_gate, w_up, w_out):
+        return (jax.nn.silu(x @ w_gate) * (x @ w_up)) @ w_out
+
+    np.testing.assert_allclose(
+        np.asarray(swiglu(x, w_gate, w_up, w_out)), np.asarray(plain(x, w_gate, w_up, w_out)), rtol=1e-5, atol=1e-5
+    )
+    grads = [
+        jax.grad(lambda *a, f=f: jnp.sum(f(*a) * cotangent), argnums=(0, 1, 2, 3))(x, w_gate, w_up, w_out)
+        for f in (swiglu, plain)
+    ]
+    for g, e in zip(*grads):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-4, atol=1e-4)
+
+
+def test_fused_training_path_matches_layer_calls():
+    """The backbone's JAX training path (fused kernels, block attention) equals its layer-by-layer path."""
+    _jax_only()
+    import jax
+
+    from smallcoder.models import SmallCoderBackbone
+
+    keras.utils.set_random_seed(0)
+    backbone = SmallCoderBackbone(
+        vocabulary_size=64, num_layers=2, num_query_heads=4, num_key_value_heads=2, hidden_dim=32,
+        intermediate_dim=48, max_sequence_length=300,
+    )
+    segments = np.asarray([[1] * 100 + [2] * 160 + [0] * 40], dtype="int32")
+    inputs = {"token_ids": np.random.default_rng(5).integers(0, 64, segments.shape).astype("int32"),
+              "padding_mask": segments}
+    trainable = [v.value for v in backbone.trainable_variables]
+
+    def loss(trainable):
+        hidden, _ = backbone.stateless_call(trainable, [], inputs)
+        return ops.sum(ops.square(hidden[segments > 0]))
+
+    fused_value, fused_grads = jax.value_and_grad(loss)(trainable)
+    # The same weights through the per-layer calls: what the other backends run.
+    import smallcoder.models.attention as attention_module
+    import smallcoder.models.decoder as decoder_module
+
+    original = keras.config.backend
+    try:
+        attention_module.keras.config.backend = lambda: "plain"
+        plain_value, plain_grads = jax.value_and_grad(loss)(trainable)
+    finally:
+        attention_module.keras.config.backend = original
+    assert decoder_module.keras.config.backend() == "jax"
+    np.testing.assert_allclose(float(fused_value), float(plain_value), rtol=1e-5)
+    for g, e in zip(fused_grads, plain_grads):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-4, atol=1e-5 * np.abs(np.asarray(e)).max())
