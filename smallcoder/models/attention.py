@@ -4,6 +4,8 @@ import keras
 from keras import ops
 from keras_hub.layers import RotaryEmbedding
 
+from smallcoder.models.causal_attention import block_causal_attention
+
 
 class SmallCoderAttention(keras.layers.Layer):
     """Causal self-attention of a LLaMA block (no biases).
@@ -84,12 +86,47 @@ class SmallCoderAttention(keras.layers.Layer):
         )
         self.built = True
 
+    def _uses_fused_kernels(self):
+        # JAX with plain float kernels (not int8/float8-quantized): see fused_jax.
+        return keras.config.backend() == "jax" and all(
+            getattr(layer, "quantization_mode", None) is None
+            for layer in (self.query, self.key, self.value, self.attention_output)
+        )
+
+    def _project_qkv(self, hidden_states):
+        """Query (B, T, N, H), key and value (B, T, K, H) of hidden states (B, T, D)."""
+        if not self._uses_fused_kernels():
+            return self.query(hidden_states), self.key(hidden_states), self.value(hidden_states)
+        from smallcoder.models.fused_jax import fused_projections
+
+        layers = (self.query, self.key, self.value)
+        kernels = tuple(ops.cast(ops.reshape(layer.kernel, (ops.shape(layer.kernel)[0], -1)), hidden_states.dtype)
+                        for layer in layers)  # (D, N*H), (D, K*H), (D, K*H)
+        projections = fused_projections(hidden_states, kernels)
+        batch, length = ops.shape(hidden_states)[:2]
+        return tuple(ops.reshape(p, (batch, length, layer.kernel.shape[1], self.head_dim))
+                     for p, layer in zip(projections, layers))
+
+    def _project_output(self, attended):
+        """(B, T, N, H) -> (B, T, D)."""
+        if not self._uses_fused_kernels():
+            return self.attention_output(attended)
+        from smallcoder.models.fused_jax import fused_projections
+
+        batch, length = ops.shape(attended)[:2]
+        attended = ops.reshape(attended, (batch, length, -1))  # (B, T, N*H)
+        kernel = self.attention_output.kernel
+        kernel = ops.cast(ops.reshape(kernel, (-1, ops.shape(kernel)[-1])), attended.dtype)  # (N*H, D)
+        return fused_projections(attended, (kernel,))[0]
+
     def call(self, hidden_states, positions, attention_mask, cache=None, cache_update_index=None):
-        query = self.query(hidden_states)  # (B, T, N, H)
-        key = self.key(hidden_states)  # (B, T, K, H)
-        value = self.value(hidden_states)  # (B, T, K, H)
+        query, key, value = self._project_qkv(hidden_states)  # (B, T, N, H), (B, T, K, H) x 2
         query = self.rotary_embedding(query, positions=positions)
         key = self.rotary_embedding(key, positions=positions)
+        if cache is None and keras.config.backend() == "jax":
+            # The upper triangle skipped; torch keeps its fused SDPA kernel below.
+            attended = block_causal_attention(query, key, ops.cast(value, query.dtype), attention_mask)
+            return self._project_output(attended)
 
         if cache is not None:
             key, value = ops.cast(key, cache.dtype), ops.cast(value, cache.dtype)

@@ -5,6 +5,7 @@ from keras import ops
 from keras_hub.models import Backbone
 
 from smallcoder.models.decoder import SmallCoderDecoderBlock
+from smallcoder.models.embedding import SmallCoderEmbedding
 from smallcoder.models.masks import SegmentMask
 
 
@@ -87,7 +88,7 @@ class SmallCoderBackbone(Backbone):
         head_dim = hidden_dim // num_query_heads
 
         # === Layers ===
-        self.token_embedding = keras.layers.ReversibleEmbedding(
+        self.token_embedding = SmallCoderEmbedding(
             input_dim=vocabulary_size,
             output_dim=hidden_dim,
             tie_weights=tie_word_embeddings,

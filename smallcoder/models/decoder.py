@@ -89,14 +89,24 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
             attended, new_entries = attended
         hidden_states = hidden_states + attended
 
-        hidden_states = hidden_states + self._feedforward(hidden_states)
+        hidden_states = hidden_states + self._feedforward(hidden_states, fused=cache is None)
         if cache is not None:
             return hidden_states, new_entries  # (B, T, D), (B, 2, T, K, H)
         return hidden_states
 
-    def _feedforward(self, hidden_states):
-        """SwiGLU of the normed (B, T, D) input, (B, T, D), without the residual."""
+    def _feedforward(self, hidden_states, fused=False):
+        """SwiGLU of the normed (B, T, D) input, (B, T, D), without the residual.
+
+        `fused`: on JAX with float kernels, one call with a hand-written
+        backward (`fused_jax.swiglu`, faster training); it concatenates the
+        gate and up kernels per call, so decoding (one token) does not use it.
+        """
         x = self.pre_feedforward_norm(hidden_states)
+        layers = (self.feedforward_gate, self.feedforward_intermediate, self.feedforward_output)
+        if fused and keras.config.backend() == "jax" and all(layer.quantization_mode is None for layer in layers):
+            from smallcoder.models.fused_jax import swiglu
+
+            return swiglu(x, *(ops.cast(layer.kernel, x.dtype) for layer in layers))
         gate = ops.silu(self.feedforward_gate(x))  # (B, T, F)
         return self.feedforward_output(gate * self.feedforward_intermediate(x))  # (B, T, D)
 
