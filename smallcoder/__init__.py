@@ -6,6 +6,12 @@ Heavy modules (keras, jax) load on first attribute access, so
 
 __version__ = "0.1.0"
 
+# Before anything imports jax: XLA:CPU's memory-frugal scheduler (see
+# smallcoder/xla_flags.py; a user-set value wins).
+from smallcoder import xla_flags as _xla_flags  # noqa: E402
+
+_xla_flags.status = _xla_flags.apply()
+
 _LAZY = {
     "SmallCoderBackbone": "smallcoder.models.backbone",
     "SmallCoderCausalLM": "smallcoder.models.causal_lm",
