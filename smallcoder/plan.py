@@ -10,7 +10,7 @@ data shard, h hidden, a heads, L layers, F MLP, V vocab, t model-axis size):
 - activations, bf16, per layer (Korthikanti et al. 2022, + SwiGLU's extra
   F-wide tensor): `s·b·h·(10 + 24/t + 5·a·s/(h·t)) + 4·s·b·F/t`; with
   rematerialisation only each layer's input `2·s·b·h` is kept, plus one
-  layer's full set during recomputation;
+  layer's full set during recomputation (the recipe's `model.remat: full`);
 - logits and their gradient in float32: `8·s·b·V/t`.
 
 Wall time = FLOPs per token (see `training.flops`) x tokens / (devices x peak x MFU).
@@ -77,6 +77,7 @@ def plan(recipe, config, mesh, device, layout=None, mfu=0.4):
         peak, memory = DEVICES[device]["peak_flops"], DEVICES[device]["memory"]
         devices_for_time = devices
     fixed = params + grads + optimizer
+    remat = recipe.remat
     flops = flops_per_token(config, s) * recipe.steps * recipe.tokens_per_step
     return {
         "recipe": recipe.name, "layout": layout, "mesh": f"{data}x{model}", "device": device,
@@ -90,6 +91,8 @@ def plan(recipe, config, mesh, device, layout=None, mfu=0.4):
         },
         "fits": fixed + activations <= HEADROOM * memory,
         "fits_remat": fixed + activations_remat <= HEADROOM * memory,
+        "remat": remat,  # the recipe's model.remat: which of the two the run uses
+        "fits_recipe": fixed + (activations_remat if remat else activations) <= HEADROOM * memory,
         "flops": flops, "peak_flops": peak, "mfu": mfu,
         "wall_s": flops / (devices_for_time * peak * mfu),
     }
@@ -121,6 +124,9 @@ def format_plan(p):
         f"    total           {_gib(m['total'])}   (with remat {_gib(m['total_remat']).strip()})",
         f"    device          {_gib(m['device'])}   -> {verdict[p['fits']]}; with remat "
         f"{verdict[p['fits_remat']]} (budget {HEADROOM:.0%})",
+        f"  model.remat       {p['remat'] or 'null'} -> the run {verdict[p['fits_recipe']]}"
+        + ("; set model.remat: full (or --set model.remat=full)"
+           if not p["fits_recipe"] and not p["remat"] and p["fits_remat"] else ""),
         f"  compute           {p['flops']:.3e} FLOPs at {100 * p['mfu']:.0f}% MFU of "
         f"{p['peak_flops'] / 1e12:,.1f} TFLOP/s per device",
         f"  wall time         {_duration(p['wall_s'])}",

@@ -41,7 +41,8 @@ SCHEMA = {
     "extends": (str,),
     "init_from": (str, type(None)),
     "output": (str,),
-    "model": {"preset": (str,), "tokenizer": (str, type(None)), "dtype": (str,)},
+    "model": {"preset": (str,), "tokenizer": (str, type(None)), "dtype": (str,),
+              "remat": Choice((None, "none", "full"))},
     "training": {
         "tokens": (int, float, str),
         "sequence_length": (int,),
@@ -269,8 +270,9 @@ def _check(tree, schema, origins, default_where, prefix=""):
                 raise RecipeError(where, dotted, f"must be a mapping with keys {sorted(spec)}.")
             _check(value, spec, origins, default_where, f"{dotted}.")
         elif isinstance(spec, Choice):
-            if value not in spec:
-                raise RecipeError(where, dotted, f"must be one of {list(spec)}, got {value!r}.")
+            if isinstance(value, bool) or value not in spec:
+                allowed = ", ".join("null" if v is None else str(v) for v in spec)
+                raise RecipeError(where, dotted, f"must be one of {allowed}; got {value!r}.")
         else:
             ok = isinstance(value, spec) and not (isinstance(value, bool) and bool not in spec)
             if not ok:
@@ -320,6 +322,12 @@ class Recipe:
     def steps(self):
         """Optimizer steps: tokens // (global_batch * sequence_length)."""
         return self.tokens // self.tokens_per_step
+
+    @property
+    def remat(self):
+        """`model.remat` as `SmallCoderBackbone` takes it: None or `"full"` (`"none"` means None)."""
+        value = self["model.remat"]
+        return None if value in (None, "none") else value
 
     @property
     def micro_batch(self):

@@ -79,6 +79,8 @@ def test_a_good_custom_recipe_loads(recipe_dir):
     (GOOD_DATA + "optimizer: {beta_2: fast}\n", "optimizer.beta_2", "must be a number"),
     (GOOD_DATA + "checkpoint: {every_steps: 1.5}\n", "checkpoint.every_steps", "must be an integer"),
     (GOOD_DATA + "schedule: {type: linear}\n", "schedule.type", "must be one of"),
+    (GOOD_DATA + "model: {remat: partial}\n", "model.remat", "must be one of null, none, full; got 'partial'"),
+    (GOOD_DATA + "model: {remat: true}\n", "model.remat", "must be one of null, none, full; got True"),
     (GOOD_DATA + "distribution: {layout: fsdp, mesh: 2by4}\n", "distribution.mesh", "DATAxMODEL"),
     (GOOD_DATA.replace("weight: 0.5, type: jsonl, path: b", "weight: 0.4, type: jsonl, path: b"),
      r"data.sources\[1\].weight", "sum to 0.9"),
@@ -92,6 +94,14 @@ def test_bad_recipes_name_the_file_and_key(recipe_dir, text, key, message):
         load_recipe(path)
     assert str(info.value).startswith(f"{path}: ")
     assert f": {key.replace(chr(92), '')}: " in str(info.value).replace("\\", "")
+
+
+@pytest.mark.parametrize("value,remat", [("null", None), ("none", None), ("full", "full")])
+def test_model_remat_is_a_recipe_key(recipe_dir, value, remat):
+    assert load_recipe("base", check_init=False).remat is None  # the default
+    recipe = load_recipe(recipe_dir(GOOD_DATA + f"model: {{remat: {value}}}\n"))
+    assert recipe.remat == remat
+    assert load_recipe("base", overrides=[f"model.remat={value}"], check_init=False).remat == remat
 
 
 def test_a_key_given_twice_is_an_error(recipe_dir):

@@ -74,12 +74,19 @@ def is_hf_folder(path):
         return "model_type" in json.load(f)
 
 
-def load_backbone(preset, load_weights=True, dtype=None):
-    """A `SmallCoderBackbone` from a preset name or a Keras preset folder."""
+_KEEP = object()  # `remat` default: the preset's own setting
+
+
+def load_backbone(preset, load_weights=True, dtype=None, remat=_KEEP):
+    """A `SmallCoderBackbone` from a preset name or a Keras preset folder.
+
+    `remat` (None or `"full"`) replaces the saved setting; by default a folder
+    keeps its own and a built-in preset has none.
+    """
     from smallcoder.models.backbone import SmallCoderBackbone
 
     if preset in PRESETS:
-        return SmallCoderBackbone(**preset_config(preset), dtype=dtype)
+        return SmallCoderBackbone(**preset_config(preset), dtype=dtype, remat=None if remat is _KEEP else remat)
     _check_folder(preset)
     with open(os.path.join(preset, "config.json")) as f:
         config = json.load(f)["config"]
@@ -87,6 +94,8 @@ def load_backbone(preset, load_weights=True, dtype=None):
     config.pop("trainable", None)
     if dtype is not None:
         config["dtype"] = dtype
+    if remat is not _KEEP:
+        config["remat"] = remat
     backbone = SmallCoderBackbone.from_config(config)
     if load_weights:
         weights = os.path.join(preset, "model.weights.h5")
@@ -111,16 +120,22 @@ def load_tokenizer(preset):
     return SmallCoderTokenizer(path) if os.path.isfile(path) else None
 
 
-def load_causal_lm(preset, load_weights=True, dtype=None, **kwargs):
-    """A `SmallCoderCausalLM` from a preset name, a Keras preset folder or a HF folder."""
+def load_causal_lm(preset, load_weights=True, dtype=None, remat=_KEEP, **kwargs):
+    """A `SmallCoderCausalLM` from a preset name, a Keras preset folder or a HF folder.
+
+    `remat`: see `load_backbone` (not for HF folders).
+    """
     from smallcoder.models.causal_lm import SmallCoderCausalLM
 
     preset = os.fspath(preset)
     if preset not in PRESETS and os.path.isdir(preset) and is_hf_folder(preset):
+        if remat is not _KEEP and remat is not None:
+            raise ValueError(f"remat={remat!r} needs a built-in preset or a Keras preset folder; "
+                             f"{preset!r} is a Hugging Face folder (convert it first).")
         from smallcoder.convert import load_hf
 
         return load_hf(preset, dtype=dtype)
-    backbone = load_backbone(preset, load_weights=load_weights, dtype=dtype)
+    backbone = load_backbone(preset, load_weights=load_weights, dtype=dtype, remat=remat)
     tokenizer = load_tokenizer(preset)
     if tokenizer is not None and tokenizer.vocab_size > backbone.vocabulary_size:
         raise ValueError(

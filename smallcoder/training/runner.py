@@ -83,10 +83,12 @@ def load_model(recipe, init_dir, echo):
     from smallcoder.models.causal_lm import SmallCoderCausalLM
     from smallcoder.models.presets import is_keras_preset
 
-    dtype = recipe["model.dtype"]
+    dtype, remat = recipe["model.dtype"], recipe.remat
+    if remat:
+        echo(f"model: remat {remat} (each decoder block recomputed in the backward pass)")
     if init_dir and is_keras_preset(init_dir):
         echo(f"model: initialised from {init_dir}")
-        lm = SmallCoderCausalLM.from_preset(init_dir, dtype=dtype)
+        lm = SmallCoderCausalLM.from_preset(init_dir, dtype=dtype, remat=remat)
     else:
         if init_dir:  # only reachable with --demo (check_init_from raises otherwise)
             stage = recipe["init_from"]
@@ -94,7 +96,7 @@ def load_model(recipe, init_dir, echo):
                  f"`smallcoder recipe run {stage} --demo` first to chain stages); "
                  f"starting from scratch.")
         echo(f"model: fresh {recipe['model.preset']} weights (seed {recipe['training.seed']})")
-        lm = SmallCoderCausalLM.from_preset(recipe["model.preset"], dtype=dtype)
+        lm = SmallCoderCausalLM.from_preset(recipe["model.preset"], dtype=dtype, remat=remat)
     if recipe["model.tokenizer"]:
         from smallcoder.tokenizer import SmallCoderTokenizer
 
@@ -105,6 +107,17 @@ def load_model(recipe, init_dir, echo):
             "tokenizer; set model.tokenizer to the StarCoder tokenizer.json (or a folder holding one)."
         )
     return lm
+
+
+def check_remat(recipe):
+    """Fail early when `model.remat` cannot run on this Keras backend."""
+    import keras
+
+    if recipe.remat and keras.config.backend() == "tensorflow":
+        raise TrainingError(
+            f"{recipe.where('model.remat')}: model.remat: {recipe.remat!r} is not supported on the "
+            "TensorFlow backend; use KERAS_BACKEND=jax or torch, or set model.remat: null."
+        )
 
 
 def check_tokenizer(recipe, init_dir):
@@ -202,6 +215,7 @@ def run_stage(recipe, *, resume=False, output_dir=None, echo=print):
 
     started = time.time()
     check_tokenizer(recipe, recipe.init_from_dir())
+    check_remat(recipe)
     run_dir = output_dir or recipe.output_dir
     os.makedirs(run_dir, exist_ok=True)
     found = _prepare_run_dir(recipe, run_dir, resume, echo)

@@ -53,6 +53,25 @@ def test_demo_stage_trains_checkpoints_exports_and_summarises(tmp_path):
         assert os.listdir(tmp_path / "tensorboard")
 
 
+def test_a_remat_recipe_trains(tmp_path):
+    lines = []
+    recipe = load_recipe("sft", demo=True, overrides=[*TINY, "model.remat=full", "training.tokens=1024",
+                                                       "export.hf=false", "checkpoint.every_steps=100"])
+    if keras.config.backend() == "tensorflow":
+        with pytest.raises(TrainingError, match=r"--set: model\.remat: 'full' is not supported on the TensorFlow"):
+            run_stage(recipe, output_dir=str(tmp_path), echo=lines.append)
+        return
+    summary = run_stage(recipe, output_dir=str(tmp_path), echo=lines.append)
+    assert summary["steps"] == 4 and summary["first_loss"] > summary["last_loss"] > 0
+    assert "model: remat full" in "\n".join(lines)
+    with open(tmp_path / "model" / "config.json") as f:
+        assert json.load(f)["config"]["remat"] == "full"
+    # The recipe's key wins over the saved config when a later stage loads it.
+    from smallcoder.models.causal_lm import SmallCoderCausalLM
+
+    assert SmallCoderCausalLM.from_preset(str(tmp_path / "model"), remat=None).backbone.remat is None
+
+
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     recipe = load_recipe("sft", demo=True, overrides=[
         *TINY, "optimizer.learning_rate=1.0e+30", "schedule.type=constant", "schedule.warmup=0",
@@ -74,7 +93,7 @@ def test_a_full_run_folder_needs_resume_or_another_output(tmp_path):
 
 
 def test_plan_of_the_303m_model():
-    from smallcoder.plan import parameter_count, plan
+    from smallcoder.plan import format_plan, parameter_count, plan
     from smallcoder.training.runner import backbone_config
 
     recipe = load_recipe("base", check_init=False)
@@ -85,6 +104,11 @@ def test_plan_of_the_303m_model():
     assert m["parameters"] == pytest.approx(4 * 302_027_520 / 8)
     assert m["optimizer"] == 2 * m["parameters"] and m["activations_remat"] < m["activations"]
     assert p["fits_remat"] and not p["fits"]  # 32 sequences x 1024 per v4 chip needs remat
+    assert p["remat"] is None and not p["fits_recipe"] and "set model.remat: full" in format_plan(p)
+    with_remat = plan(load_recipe("base", overrides=["model.remat=full"], check_init=False), config, (8, 1),
+                      "tpu-v4")
+    assert with_remat["remat"] == "full" and with_remat["fits_recipe"]
+    assert "model.remat       full -> the run fits" in format_plan(with_remat)
     flops = p["flops"]
     assert p["wall_s"] == pytest.approx(flops / (8 * 275e12 * 0.4))
     two_d = plan(recipe, config, (2, 4), "h100", layout="fsdp_tensor")["memory"]
