@@ -99,10 +99,25 @@ def format_train(r):
     if "mfu_device_table" in r["ours"]:
         lines.append(f"MFU vs device table: {r['ours']['mfu_device_table']:.1%}")
     if "memory_analysis" in r:
-        m = r["memory_analysis"]
-        lines.append(f"activation memory ({m['none']['kind']}): no remat {gib(m['none']['bytes']):.2f} GiB, "
-                     f"remat=full {gib(m['full']['bytes']):.2f} GiB ({m['ratio']:.0%})")
+        lines += format_memory(r["memory_analysis"])
     return "\n".join(lines)
+
+
+def format_memory(m):
+    """Lines for a `remat_memory` result: activation memory without/with remat and, on JAX, the step's peak."""
+    lines = [f"activation memory ({m['none']['kind']}): no remat {gib(m['none']['bytes']):.2f} GiB, "
+             f"remat=full {gib(m['full']['bytes']):.2f} GiB ({m['ratio']:.0%})"]
+    if "fits" in m:
+        fits = {True: "fits", False: "does NOT fit"}
+        for key, label in (("none", "no remat"), ("full", "remat=full")):
+            st = m[key]["step"]
+            lines.append(
+                f"training step peak, {label:<10}: {gib(st['peak_bytes']):.2f} GiB (weights "
+                f"{gib(st['weight_bytes']):.2f}, AdamW {gib(st['optimizer_bytes']):.2f}, temp "
+                f"{gib(st['temp_bytes']):.2f}: gradients, activations, work) -> {fits[m['fits'][key]]} "
+                f"in {gib(m['machine_memory_bytes']):.1f} GiB")
+        lines.append(f"(XLA compiled memory analysis; XLA:CPU scheduler: {m['xla_cpu_scheduler']})")
+    return lines
 
 
 def format_generate(r):

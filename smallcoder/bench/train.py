@@ -1,5 +1,6 @@
 """`bench_train`: training-step tokens/s, MFU and memory, next to transformers + torch."""
 
+import os
 import time
 
 import numpy as np
@@ -74,6 +75,44 @@ def train_memory_analysis(config, batch, seq, dtype="float32", remat=None):
     }
 
 
+def train_step_memory_analysis(config, batch, seq, dtype="float32", remat=None):
+    """Compiled (not run) memory of the whole Keras training step on JAX, in bytes.
+
+    The step `fit` and `train_on_batch` run: forward, loss, gradients and the
+    AdamW update, jitted as Keras does (the model, optimizer and metric state
+    donated, so the new state reuses the old buffers). `argument_bytes` is that
+    state plus the batch (weights, both AdamW moments, counters), `temp_bytes`
+    is everything else XLA allocates (activations kept for the backward pass,
+    gradients, work buffers), and `peak_bytes` = arguments + outputs not
+    aliased to an argument + temp: what the step needs at its high-water mark.
+    """
+    import jax
+    import keras
+
+    from smallcoder import xla_flags
+
+    if keras.config.backend() != "jax":
+        raise ValueError("The compiled memory analysis needs the JAX backend (KERAS_BACKEND=jax).")
+    causal_lm = build_causal_lm(config, dtype=dtype, remat=remat)
+    data = random_batch(config, batch, seq)
+    causal_lm._symbolic_build(data_batch=data)  # optimizer + metric variables, as train_on_batch builds them
+    state = causal_lm._get_jax_state(trainable_variables=True, non_trainable_variables=True,
+                                     optimizer_variables=True, metrics_variables=True)
+    stats = jax.jit(causal_lm.train_step, donate_argnums=0).lower(state, data).compile().memory_analysis()
+    result = {
+        "temp_bytes": int(stats.temp_size_in_bytes),
+        "argument_bytes": int(stats.argument_size_in_bytes),
+        "output_bytes": int(stats.output_size_in_bytes),
+        "alias_bytes": int(stats.alias_size_in_bytes),
+        "weight_bytes": int(sum(v.value.nbytes for v in causal_lm.weights)),
+        "optimizer_bytes": int(sum(v.value.nbytes for v in causal_lm.optimizer.variables)),
+        "xla_cpu_scheduler": xla_flags.scheduler_setting(),
+    }
+    result["peak_bytes"] = (result["argument_bytes"] + result["output_bytes"] - result["alias_bytes"]
+                            + result["temp_bytes"])
+    return result
+
+
 def _device_peak_bytes():
     """Peak device memory from JAX on an accelerator, else None (CPU has no allocator stats)."""
     try:
@@ -132,7 +171,8 @@ def activation_memory(config, batch, seq, remat, dtype="float32"):
 
     if keras.config.backend() == "jax":
         stats = train_memory_analysis(config, batch, seq, dtype=dtype, remat=remat)
-        return {"kind": "xla_temp_bytes", "bytes": stats["temp_bytes"], **stats}
+        step = train_step_memory_analysis(config, batch, seq, dtype=dtype, remat=remat)
+        return {"kind": "xla_temp_bytes", "bytes": stats["temp_bytes"], **stats, "step": step}
     if keras.config.backend() != "torch":
         raise ValueError("Activation memory is measured on the jax and torch backends only.")
     stats = saved_activation_bytes(config, batch, seq, dtype=dtype, remat=remat)
@@ -140,10 +180,27 @@ def activation_memory(config, batch, seq, remat, dtype="float32"):
 
 
 def remat_memory(config, batch, seq, dtype="float32"):
-    """`activation_memory` without and with remat, and their ratio."""
+    """`activation_memory` without and with remat, and their ratio.
+
+    On JAX each side also holds `step`, the compiled analysis of the whole
+    training step (`train_step_memory_analysis`: weights, AdamW state,
+    gradients, activations), and the result says whether its `peak_bytes`
+    fits this machine's memory.
+    """
+    import psutil
+
     plain = activation_memory(config, batch, seq, None, dtype=dtype)
     remat = activation_memory(config, batch, seq, "full", dtype=dtype)
-    return {"none": plain, "full": remat, "ratio": remat["bytes"] / plain["bytes"]}
+    result = {"none": plain, "full": remat, "ratio": remat["bytes"] / plain["bytes"]}
+    if "step" in plain:
+        from smallcoder import xla_flags
+
+        memory = psutil.virtual_memory().total
+        result["machine_memory_bytes"] = memory
+        result["fits"] = {k: result[k]["step"]["peak_bytes"] <= memory for k in ("none", "full")}
+        result["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+        result["xla_cpu_scheduler"] = xla_flags.scheduler_setting()
+    return result
 
 
 def _side(make_step):

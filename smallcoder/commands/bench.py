@@ -73,16 +73,33 @@ def _vs(value):
 @click.option("--interleave/--one-after-other", default=True, show_default=True,
               help="Alternate steps of both sides (both models in memory), or run them one after the other.")
 @click.option("--memory-analysis", is_flag=True, help="Also measure the step's activation memory with and "
-              "without remat: XLA's compiled temp bytes (jax) or the bytes autograd saves (torch).")
+              "without remat: XLA's compiled temp bytes (jax) or the bytes autograd saves (torch); on jax "
+              "also the whole step's compiled peak (weights, AdamW state, gradients, activations).")
+@click.option("--memory-only", is_flag=True, help="Only the --memory-analysis figures (compiled, no step run): "
+              "for a batch that may not fit this machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def train(preset, num_layers, batch, seq, steps, dtype, remat, vs, interleave, memory_analysis, as_json):
+def train(preset, num_layers, batch, seq, steps, dtype, remat, vs, interleave, memory_analysis, memory_only,
+          as_json):
     """Training-step tokens/s, MFU and peak memory, vs transformers + torch."""
     import json
 
-    from smallcoder.bench.report import format_train
+    from smallcoder.bench.report import format_memory, format_train
     from smallcoder.bench.train import bench_train, remat_memory
 
     config = _config(preset, num_layers)
+    if memory_only:
+        import keras
+
+        try:
+            memory = remat_memory(config, batch, seq, dtype=dtype)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from e
+        result = {"preset": preset, "config": config, "batch": batch, "seq": seq, "dtype": dtype,
+                  "backend": keras.config.backend(), "memory_analysis": memory}
+        click.echo(json.dumps(result) if as_json else "\n".join(
+            [f"memory {preset} ({config['num_layers']} layers) batch {batch}x{seq} {dtype} "
+             f"backend={result['backend']}", *format_memory(memory)]))
+        return
     result = bench_train(config, batch, seq, steps=steps, dtype=dtype, remat=None if remat == "none" else remat,
                          vs_hf=_vs(vs), interleave=interleave)
     result["preset"] = preset

@@ -32,6 +32,26 @@ def test_bench_train_reports_tokens_per_s_mfu_and_memory_for_both_sides(backend)
         assert m["ratio"] == m["full"]["bytes"] / m["none"]["bytes"]
 
 
+def test_bench_train_memory_only(backend):
+    args = ["train", "--preset", "smallcoder_test", "--batch", "1", "--seq", "32", "--memory-only"]
+    if backend == "tensorflow":
+        result = CliRunner().invoke(main, ["bench", *args])
+        assert result.exit_code != 0 and "jax" in result.output
+        return
+    m = run(args)["memory_analysis"]
+    assert m["ratio"] == m["full"]["bytes"] / m["none"]["bytes"]
+    if backend == "jax":
+        for key in ("none", "full"):
+            step = m[key]["step"]
+            assert step["peak_bytes"] > step["weight_bytes"] + step["optimizer_bytes"]
+            assert m["fits"][key]
+        assert m["xla_cpu_scheduler"] == "memory"
+    text = CliRunner().invoke(main, ["bench", *args], catch_exceptions=False).stdout
+    assert "activation memory" in text
+    if backend == "jax":
+        assert "training step peak, remat=full" in text and "fits in" in text
+
+
 def test_bench_generate_reports_prompt_and_decode_rates_and_matches_hf():
     r = run(["generate", "--preset", "smallcoder_test", "--new-tokens", "4", "--prompts", "3",
              "--prompt-length", "8", "--repeats", "1", "--vs", "hf"])
