@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 from keras import ops
 
 # Query rows per block. Block i attends to keys [0, (i + 1) * 256) only, so a
@@ -53,10 +54,20 @@ def block_causal_attention(query, key, value, attention_mask, block_size=BLOCK_S
         bounds = [(0, None)]
     outputs = []
     for start, stop in bounds:
-        scores = ops.einsum("bkgqh,bksh->bkgqs", query[:, :, :, start:stop], key[:, :, :stop])
-        scores = ops.where(attention_mask[..., start:stop, :stop], ops.cast(scores, "float32"), _MASKED)
-        probs = ops.cast(ops.softmax(scores, axis=-1), value.dtype)
-        outputs.append(ops.einsum("bkgqs,bksh->bkgqh", probs, value[:, :, :stop]))  # (B, K, G, C, H)
+        block = (query[:, :, :, start:stop], key[:, :, :stop], value[:, :, :stop])
+        outputs.append(_attend(*block, attention_mask[..., start:stop, :stop]))  # (B, K, G, C, H)
     attended = outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=3)  # (B, K, G, T, H)
     attended = ops.transpose(attended, (0, 3, 1, 2, 4))
     return ops.reshape(attended, (batch, length, num_heads, head_dim))
+
+
+def _attend(query, key, value, mask):
+    """One query block (B, K, G, C, H) over keys/values (B, K, S, H); mask (B, 1, 1, C, S)."""
+    if keras.config.backend() == "jax":
+        from smallcoder.models.fused_jax import attention_block
+
+        return attention_block(query, key, value, mask)
+    scores = ops.einsum("bkgqh,bksh->bkgqs", query, key)
+    scores = ops.where(mask, ops.cast(scores, "float32"), _MASKED)
+    probs = ops.cast(ops.softmax(scores, axis=-1), value.dtype)
+    return ops.einsum("bkgqs,bksh->bkgqh", probs, value)

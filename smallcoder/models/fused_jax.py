@@ -1,4 +1,4 @@
-"""JAX training kernels with hand-written backward passes: fused projections and SwiGLU.
+"""JAX training kernels with hand-written backward passes: fused projections, SwiGLU, attention.
 
 Why not autodiff: on XLA:CPU the autodiff backward of `silu(x @ Wg) * (x @ Wu)`
 fuses the SiLU derivative into a transposing copy of the (T, F) gradient before
@@ -16,6 +16,9 @@ float, i.e. not quantized); the other backends keep the Keras layers' calls.
 
 import jax
 import jax.numpy as jnp
+
+# Scores of masked pairs; finite so that a fully masked row gives no NaNs.
+_MASKED = -1e9
 
 
 def _rows(x):
@@ -103,3 +106,51 @@ def _swiglu_bwd(residuals, d_outputs):
 
 
 swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
+
+
+@jax.custom_vjp
+def attention_block(query, key, value, mask):
+    """Softmax attention of one query block, recomputing the probabilities in the backward pass.
+
+    The flash-attention backward: only the block's output and log-sum-exp
+    are kept, not the (C, S) probabilities, and the backward recomputes
+    the scores with one extra matmul. On XLA:CPU this is ≈ 25 % faster
+    (fwd + bwd, 1×1024, 8 heads) than autodiff through softmax, which
+    saves and transposes the probabilities, and it keeps less memory.
+
+    Args:
+        query: (B, K, G, C, H), already scaled by 1/sqrt(H).
+        key, value: (B, K, S, H).
+        mask: bool, broadcastable to (B, K, G, C, S).
+
+    Returns:
+        (B, K, G, C, H) in the query's dtype. Softmax in float32.
+    """
+    return _attention_block_fwd(query, key, value, mask)[0]
+
+
+def _attention_block_fwd(query, key, value, mask):
+    scores = jnp.einsum("bkgqh,bksh->bkgqs", query, key, preferred_element_type=jnp.float32)
+    scores = jnp.where(mask, scores, _MASKED)
+    peak = jnp.max(scores, axis=-1, keepdims=True)
+    probs = jnp.exp(scores - peak)
+    total = jnp.sum(probs, axis=-1, keepdims=True)
+    outputs = jnp.einsum("bkgqs,bksh->bkgqh", probs.astype(value.dtype), value, preferred_element_type=jnp.float32)
+    outputs = (outputs / total).astype(query.dtype)
+    return outputs, (query, key, value, mask, outputs, peak + jnp.log(total))
+
+
+def _attention_block_bwd(residuals, d_outputs):
+    query, key, value, mask, outputs, log_total = residuals
+    scores = jnp.einsum("bkgqh,bksh->bkgqs", query, key, preferred_element_type=jnp.float32)
+    probs = jnp.where(mask, jnp.exp(scores - log_total), 0.0)  # (B, K, G, C, S)
+    d_value = jnp.einsum("bkgqs,bkgqh->bksh", probs.astype(d_outputs.dtype), d_outputs)
+    d_probs = jnp.einsum("bkgqh,bksh->bkgqs", d_outputs, value, preferred_element_type=jnp.float32)
+    row_dot = jnp.sum(d_outputs.astype(jnp.float32) * outputs.astype(jnp.float32), axis=-1, keepdims=True)
+    d_scores = probs * (d_probs - row_dot)
+    d_query = jnp.einsum("bkgqs,bksh->bkgqh", d_scores.astype(key.dtype), key)
+    d_key = jnp.einsum("bkgqs,bkgqh->bksh", d_scores.astype(query.dtype), query)
+    return d_query, d_key.astype(key.dtype), d_value.astype(value.dtype), None
+
+
+attention_block.defvjp(_attention_block_fwd, _attention_block_bwd)
