@@ -114,9 +114,10 @@ def format_memory(m):
             lines.append(
                 f"training step peak, {label:<10}: {gib(st['peak_bytes']):.2f} GiB (weights "
                 f"{gib(st['weight_bytes']):.2f}, AdamW {gib(st['optimizer_bytes']):.2f}, temp "
-                f"{gib(st['temp_bytes']):.2f}: gradients, activations, work) -> {fits[m['fits'][key]]} "
-                f"in {gib(m['machine_memory_bytes']):.1f} GiB")
-        lines.append(f"(XLA compiled memory analysis; XLA:CPU scheduler: {m['xla_cpu_scheduler']})")
+                f"{gib(st['temp_bytes']):.2f}: gradients, activations, work) + this process "
+                f"{gib(m['process_bytes']):.2f} -> {fits[m['fits'][key]]} in {gib(m['machine_memory_bytes']):.1f} GiB")
+        lines.append(f"(XLA compiled memory analysis; XLA:CPU scheduler: {m['xla_cpu_scheduler']}; "
+                     f"{gib(m['available_bytes']):.1f} GiB were free at the start)")
     return lines
 
 

@@ -184,11 +184,15 @@ def remat_memory(config, batch, seq, dtype="float32"):
 
     On JAX each side also holds `step`, the compiled analysis of the whole
     training step (`train_step_memory_analysis`: weights, AdamW state,
-    gradients, activations), and the result says whether its `peak_bytes`
-    fits this machine's memory.
+    gradients, activations), and `fits` says whether its `peak_bytes` plus
+    this process's RSS before building anything (Python and the libraries,
+    which the compiled figure leaves out) fit this machine's total memory.
+    `available_bytes` is what the machine had free at the start (other jobs).
     """
     import psutil
 
+    process_bytes = report.current_rss_bytes()
+    available = psutil.virtual_memory().available
     plain = activation_memory(config, batch, seq, None, dtype=dtype)
     remat = activation_memory(config, batch, seq, "full", dtype=dtype)
     result = {"none": plain, "full": remat, "ratio": remat["bytes"] / plain["bytes"]}
@@ -197,7 +201,9 @@ def remat_memory(config, batch, seq, dtype="float32"):
 
         memory = psutil.virtual_memory().total
         result["machine_memory_bytes"] = memory
-        result["fits"] = {k: result[k]["step"]["peak_bytes"] <= memory for k in ("none", "full")}
+        result["available_bytes"] = available
+        result["process_bytes"] = process_bytes
+        result["fits"] = {k: result[k]["step"]["peak_bytes"] + process_bytes <= memory for k in ("none", "full")}
         result["xla_flags"] = os.environ.get("XLA_FLAGS", "")
         result["xla_cpu_scheduler"] = xla_flags.scheduler_setting()
     return result
