@@ -39,6 +39,11 @@ def fused_projections(x, kernels):
     return _fused_projections_fwd(x, kernels)[0]
 
 
+def _concatenate(arrays):
+    # A single array (the logits projection) is used as is: no (B*T, V) copy.
+    return arrays[0] if len(arrays) == 1 else jnp.concatenate(arrays, axis=1)
+
+
 def _split_points(kernels):
     points, total = [], 0
     for kernel in kernels[:-1]:
@@ -49,17 +54,18 @@ def _split_points(kernels):
 
 def _fused_projections_fwd(x, kernels):
     rows = _rows(x)
-    outputs = rows @ jnp.concatenate(kernels, axis=1)  # (B*T, sum n_i)
-    outputs = jnp.split(outputs, _split_points(kernels), axis=1)
+    outputs = rows @ _concatenate(kernels)  # (B*T, sum n_i)
+    outputs = jnp.split(outputs, _split_points(kernels), axis=1) if len(kernels) > 1 else [outputs]
     return tuple(o.reshape(x.shape[:-1] + (o.shape[-1],)) for o in outputs), (rows, kernels)
 
 
 def _fused_projections_bwd(residuals, cotangents):
     rows, kernels = residuals
     shape = cotangents[0].shape[:-1] + (rows.shape[-1],)
-    d_outputs = jnp.concatenate([_rows(c) for c in cotangents], axis=1)  # (B*T, sum n_i)
-    d_kernels = jnp.split(rows.T @ d_outputs, _split_points(kernels), axis=1)
-    d_x = d_outputs @ jnp.concatenate(kernels, axis=1).T
+    d_outputs = _concatenate([_rows(c) for c in cotangents])  # (B*T, sum n_i)
+    d_kernels = rows.T @ d_outputs
+    d_kernels = jnp.split(d_kernels, _split_points(kernels), axis=1) if len(kernels) > 1 else [d_kernels]
+    d_x = d_outputs @ _concatenate(kernels).T
     return d_x.reshape(shape), tuple(d_kernels)
 
 
@@ -83,14 +89,17 @@ def swiglu(x, w_gate, w_up, w_out):
 
 def _swiglu_fwd(x, w_gate, w_up, w_out):
     rows = _rows(x)
-    gate, up = jnp.split(rows @ jnp.concatenate([w_gate, w_up], axis=1), 2, axis=1)  # (B*T, F) each
+    gate_up = rows @ jnp.concatenate([w_gate, w_up], axis=1)  # (B*T, 2F)
+    gate, up = jnp.split(gate_up, 2, axis=1)
     hidden = jax.nn.silu(gate) * up
     outputs = (hidden @ w_out).reshape(x.shape[:-1] + (w_out.shape[1],))
-    return outputs, (rows, gate, up, w_gate, w_up, w_out)
+    # The one (B*T, 2F) matmul output is kept, not two sliced copies of it.
+    return outputs, (rows, gate_up, w_gate, w_up, w_out)
 
 
 def _swiglu_bwd(residuals, d_outputs):
-    rows, gate, up, w_gate, w_up, w_out = residuals
+    rows, gate_up, w_gate, w_up, w_out = residuals
+    gate, up = jnp.split(gate_up, 2, axis=1)
     shape = d_outputs.shape  # (B, T, D), also the shape of x
     d_outputs = _rows(d_outputs)  # (B*T, D)
     sigmoid = jax.nn.sigmoid(gate)
