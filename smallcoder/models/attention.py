@@ -12,8 +12,11 @@ class SmallCoderAttention(keras.layers.Layer):
 
     RoPE uses the Hugging Face rotate-half convention (keras-hub's
     `RotaryEmbedding` rotates the two halves of each head, as `transformers`'
-    Llama does). The core is `keras.ops.dot_product_attention`, which lowers to
-    the backend's fused kernel where one exists.
+    Llama does). `call` is the training / full-sequence path: on JAX it runs
+    the fused projections and block-causal attention of `fused_jax` and
+    `causal_attention`; torch and TensorFlow use the Keras layers and
+    `keras.ops.dot_product_attention` (torch's fused SDPA kernel).
+    `call_with_cache` is the decoding path over a per-layer KV cache.
 
     Args:
         num_query_heads: int. Query heads N.
@@ -25,16 +28,10 @@ class SmallCoderAttention(keras.layers.Layer):
     Call args:
         hidden_states: float (B, T, D).
         positions: int (B, T). RoPE position of each token.
-        attention_mask: bool (B, T, S). True where query t may see key s.
-        cache: optional float (B, 2, S, K, H). Keys and values of the whole
-            sequence; the T new entries are attended as if written at
-            `cache_update_index`.
-        cache_update_index: int scalar, where the new entries start.
+        attention_mask: bool (B, T, T), causal. True where query t may see key s.
 
     Returns:
-        `(B, T, D)` outputs; with `cache`, also the new keys and values
-        (B, 2, T, K, H), for the caller to write into its cache in place
-        (returning the whole updated cache would copy it every step).
+        (B, T, D).
     """
 
     def __init__(
@@ -119,37 +116,23 @@ class SmallCoderAttention(keras.layers.Layer):
         kernel = ops.cast(ops.reshape(kernel, (-1, ops.shape(kernel)[-1])), attended.dtype)  # (N*H, D)
         return fused_projections(attended, (kernel,))[0]
 
-    def call(self, hidden_states, positions, attention_mask, cache=None, cache_update_index=None):
+    def call(self, hidden_states, positions, attention_mask):
         query, key, value = self._project_qkv(hidden_states)  # (B, T, N, H), (B, T, K, H) x 2
         query = self.rotary_embedding(query, positions=positions)
         key = self.rotary_embedding(key, positions=positions)
-        if cache is None and keras.config.backend() == "jax":
-            # The upper triangle skipped; torch keeps its fused SDPA kernel below.
-            attended = block_causal_attention(query, key, ops.cast(value, query.dtype), attention_mask)
-            return self._project_output(attended)
-
-        if cache is not None:
-            key, value = ops.cast(key, cache.dtype), ops.cast(value, cache.dtype)
-            new_entries = ops.stack([key, value], axis=1)  # (B, 2, T, K, H)
-            start = [0, cache_update_index, 0, 0]
-            key = ops.slice_update(cache[:, 0], start, key)  # (B, S, K, H)
-            value = ops.slice_update(cache[:, 1], start, value)
+        value = ops.cast(value, query.dtype)
+        if keras.config.backend() == "jax":
+            # The masked upper triangle is skipped (see causal_attention).
+            return self._project_output(block_causal_attention(query, key, value, attention_mask))
 
         groups = self.num_query_heads // self.num_key_value_heads
-        if groups > 1 and keras.config.backend() != "jax":
-            # jax.nn.dot_product_attention handles grouped heads itself; the
-            # other backends' paths expect equal head counts.
+        if groups > 1:
+            # The torch (fused SDPA) and TensorFlow paths expect equal head counts.
             key = ops.repeat(key, groups, axis=2)
             value = ops.repeat(value, groups, axis=2)
-
         mask = ops.expand_dims(attention_mask, axis=1)  # (B, 1, T, S)
-        attended = ops.dot_product_attention(
-            query, ops.cast(key, query.dtype), ops.cast(value, query.dtype), mask=mask
-        )  # (B, T, N, H)
-        outputs = self.attention_output(attended)  # (B, T, D)
-        if cache is not None:
-            return outputs, new_entries
-        return outputs
+        attended = ops.dot_product_attention(query, ops.cast(key, query.dtype), value, mask=mask)  # (B, T, N, H)
+        return self.attention_output(attended)  # (B, T, D)
 
     def call_with_cache(self, hidden_states, positions, attention_mask, cache, cache_update_index):
         """Attention of T new tokens over a per-layer KV cache (the decoding path).

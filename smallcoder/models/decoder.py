@@ -18,11 +18,10 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
 
     Call args:
         hidden_states: float (B, T, D).
-        positions, attention_mask, cache, cache_update_index: see
-            `SmallCoderAttention`.
+        positions, attention_mask: see `SmallCoderAttention`.
 
     Returns:
-        `(B, T, D)`; with `cache`, also the new keys and values (B, 2, T, K, H).
+        (B, T, D). `call_with_cache` is the decoding path.
     """
 
     def __init__(
@@ -80,19 +79,9 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         self.feedforward_output.build((None, None, self.intermediate_dim))
         self.built = True
 
-    def call(self, hidden_states, positions, attention_mask, cache=None, cache_update_index=None):
-        x = self.pre_attention_norm(hidden_states)  # (B, T, D)
-        attended = self.attention(
-            x, positions, attention_mask, cache=cache, cache_update_index=cache_update_index
-        )
-        if cache is not None:
-            attended, new_entries = attended
-        hidden_states = hidden_states + attended
-
-        hidden_states = hidden_states + self._feedforward(hidden_states, fused=cache is None)
-        if cache is not None:
-            return hidden_states, new_entries  # (B, T, D), (B, 2, T, K, H)
-        return hidden_states
+    def call(self, hidden_states, positions, attention_mask):
+        hidden_states = hidden_states + self.attention(self.pre_attention_norm(hidden_states), positions, attention_mask)
+        return hidden_states + self._feedforward(hidden_states, fused=True)  # (B, T, D)
 
     def _feedforward(self, hidden_states, fused=False):
         """SwiGLU of the normed (B, T, D) input, (B, T, D), without the residual.
