@@ -17,8 +17,7 @@ float, i.e. not quantized); the other backends keep the Keras layers' calls.
 import jax
 import jax.numpy as jnp
 
-# Scores of masked pairs; finite so that a fully masked row gives no NaNs.
-_MASKED = -1e9
+from smallcoder.models.causal_attention import MASKED_SCORE
 
 
 def _rows(x):
@@ -140,7 +139,7 @@ def attention_block(query, key, value, mask):
 
 def _attention_block_fwd(query, key, value, mask):
     scores = jnp.einsum("bkgqh,bksh->bkgqs", query, key, preferred_element_type=jnp.float32)
-    scores = jnp.where(mask, scores, _MASKED)
+    scores = jnp.where(mask, scores, MASKED_SCORE)
     peak = jnp.max(scores, axis=-1, keepdims=True)
     probs = jnp.exp(scores - peak)
     total = jnp.sum(probs, axis=-1, keepdims=True)

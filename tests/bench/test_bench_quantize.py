@@ -3,7 +3,11 @@
 import numpy as np
 from click.testing import CliRunner
 
-from smallcoder.bench.generate import LOGIT_TOLERANCE_OF_STD, format_quantization, quantization_figures
+from smallcoder.bench.generate import (
+    LOGIT_TOLERANCE_OF_STD,
+    format_quantization,
+    quantization_figures,
+)
 from smallcoder.cli import main
 
 
