@@ -1,7 +1,6 @@
 """`bench_generate`: prompt and decode tokens/s, batch 1 and a batch, next to `transformers.generate`."""
 
 import tempfile
-import time
 
 import numpy as np
 
@@ -35,15 +34,6 @@ def build_decoder(config, seed=0):
 
 def _ours(causal_lm, prompts, new_tokens):
     return lambda: causal_lm.generate(prompts, max_new_tokens=new_tokens, stop_token_ids=None, strip_prompt=True)
-
-
-def _time(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return times, out
 
 
 def _figures(prompts, new_tokens, first_s, full_s):
@@ -161,7 +151,7 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
         outputs[key] = run()
     for _ in range(repeats):  # alternate ours and hf
         for key, run in runners.items():
-            times[key] += _time(run, 1)[0]
+            times[key] += report.timed_calls(run, 1)
     if tmp is not None:
         tmp.cleanup()
 

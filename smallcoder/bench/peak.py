@@ -5,19 +5,12 @@ figures they are compared with come from the same compiler, threads and
 (noisy, shared) machine.
 """
 
-import time
-
-from smallcoder.bench.report import median
+from smallcoder.bench.report import median, timed_calls
 
 
 def _timed(fn, repeats):
     fn()  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+    return timed_calls(fn, repeats)
 
 
 def _jax_runner(size, dtype):

@@ -4,6 +4,7 @@ import os
 import resource
 import statistics
 import sys
+import time
 
 
 def median(values):
@@ -15,6 +16,28 @@ def ratio(ours, reference):
     if not reference:
         return None
     return ours / reference
+
+
+def timed_calls(fn, repeats):
+    """Wall seconds of `repeats` consecutive calls of `fn()`."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _status_bytes(field):
+    """A `/proc/self/status` size field (e.g. `VmRSS`) in bytes, or None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def reset_peak_rss():
@@ -29,27 +52,16 @@ def reset_peak_rss():
 
 def peak_rss_bytes():
     """RSS high-water mark of this process: `VmHWM` (resettable), else `getrusage`."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    high_water = _status_bytes("VmHWM")
+    if high_water is not None:
+        return high_water
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss if sys.platform == "darwin" else maxrss * 1024
 
 
 def current_rss_bytes():
     """Resident set size of this process now (`VmRSS`), 0 if unknown."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _status_bytes("VmRSS") or 0
 
 
 def machine():

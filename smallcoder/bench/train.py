@@ -126,15 +126,6 @@ def _device_peak_bytes():
         return None
 
 
-def _timed_steps(step, n):
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def saved_activation_bytes(config, batch, seq, dtype="float32", remat=None):
     """Bytes of the tensors autograd keeps for the backward pass of one forward + loss (torch backend).
 
@@ -277,11 +268,11 @@ def bench_train(config, batch, seq, steps=2, dtype="float32", remat=None, vs_hf=
         sides = {name: build() for name, build in builders.items()}
         for _ in range(steps):
             for side in sides.values():
-                side["times"] += _timed_steps(side["step"], 1)
+                side["times"] += report.timed_calls(side["step"], 1)
     else:
         for name, build in builders.items():
             side = build()
-            side["times"] = _timed_steps(side["step"], steps)
+            side["times"] = report.timed_calls(side["step"], steps)
             side.pop("step")
             sides[name] = side
             del side
