@@ -18,7 +18,7 @@ import click
               help="Wrap each prompt in the chat format (User: …\\nAssistant:).")
 @click.option("--quantize", default=None, type=click.Choice(["int8"]),
               help="Quantize the weights (Keras quantize('int8'): int8 kernels, per-token int8 activations) "
-              "before generating; faster on CPU, logits within 0.1 std of float32 (docs/bench.md).")
+              "before generating; faster on CPU, but greedy output may differ from float32 (measured in docs/bench.md).")
 def command(prompts, model_path, max_new_tokens, sampler, temperature, top_k, top_p, seed, chat, quantize):
     """Generate a continuation for each PROMPT (batched together)."""
     import keras_hub

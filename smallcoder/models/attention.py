@@ -7,6 +7,17 @@ from keras_hub.layers import RotaryEmbedding
 from smallcoder.models.causal_attention import block_causal_attention
 
 
+def uses_fused_kernels(*layers):
+    """Whether the training path may run `fused_jax` over these layers' kernels.
+
+    JAX only, and only plain float kernels: quantized (int8, float8) layers
+    keep their own calls.
+    """
+    return keras.config.backend() == "jax" and all(
+        getattr(layer, "quantization_mode", None) is None for layer in layers
+    )
+
+
 class SmallCoderAttention(keras.layers.Layer):
     """Causal self-attention of a LLaMA block (no biases).
 
@@ -84,11 +95,7 @@ class SmallCoderAttention(keras.layers.Layer):
         self.built = True
 
     def _uses_fused_kernels(self):
-        # JAX with plain float kernels (not int8/float8-quantized): see fused_jax.
-        return keras.config.backend() == "jax" and all(
-            getattr(layer, "quantization_mode", None) is None
-            for layer in (self.query, self.key, self.value, self.attention_output)
-        )
+        return uses_fused_kernels(self.query, self.key, self.value, self.attention_output)
 
     def _project_qkv(self, hidden_states):
         """Query (B, T, N, H), key and value (B, T, K, H) of hidden states (B, T, D)."""

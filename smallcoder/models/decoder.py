@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from smallcoder.models.attention import SmallCoderAttention
+from smallcoder.models.attention import SmallCoderAttention, uses_fused_kernels
 
 
 class SmallCoderDecoderBlock(keras.layers.Layer):
@@ -92,7 +92,7 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         """
         x = self.pre_feedforward_norm(hidden_states)
         layers = (self.feedforward_gate, self.feedforward_intermediate, self.feedforward_output)
-        if fused and keras.config.backend() == "jax" and all(layer.quantization_mode is None for layer in layers):
+        if fused and uses_fused_kernels(*layers):
             from smallcoder.models.fused_jax import swiglu
 
             return swiglu(x, *(ops.cast(layer.kernel, x.dtype) for layer in layers))
