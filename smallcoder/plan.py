@@ -11,7 +11,10 @@ data shard, h hidden, a heads, L layers, F MLP, V vocab, t model-axis size):
   F-wide tensor): `s·b·h·(10 + 24/t + 5·a·s/(h·t)) + 4·s·b·F/t`; with
   rematerialisation only each layer's input `2·s·b·h` is kept, plus one
   layer's full set during recomputation (the recipe's `model.remat: full`);
-- logits and their gradient in float32: `8·s·b·V/t`.
+- logits and their gradient in float32: `8·s·b·V/t`;
+- with `training.microbatches` M > 1, the activation terms use b/M (one
+  in-step microbatch is alive at a time) and the gradients count twice
+  (the running sum and the current microbatch's).
 
 Wall time = FLOPs per token (see `training.flops`) x tokens / (devices x peak x MFU).
 """
@@ -56,17 +59,19 @@ def plan(recipe, config, mesh, device, layout=None, mfu=0.4):
     if recipe.micro_batch % data:
         raise ValueError(f"micro-batch {recipe.micro_batch} does not split over {data} data shards.")
     b = recipe.micro_batch // data
+    microbatches = recipe["training.microbatches"]
+    rows = b / microbatches  # activations are alive for one in-step microbatch at a time
     h, a, L = config["hidden_dim"], config["num_query_heads"], config["num_layers"]
     F, V = config["intermediate_dim"], config["vocabulary_size"]
 
     P = parameter_count(config)
     params = 4 * P / shards
-    grads = 4 * P / shards
+    grads = (8 if microbatches > 1 else 4) * P / shards  # + the summed gradients of the microbatches
     optimizer = (8 + (4 if accumulation > 1 else 0)) * P / shards
-    layer = s * b * h * (10 + 24 / t + 5 * a * s / (h * t)) + 4 * s * b * F / t
-    logits = 8 * s * b * V / t
+    layer = s * rows * h * (10 + 24 / t + 5 * a * s / (h * t)) + 4 * s * rows * F / t
+    logits = 8 * s * rows * V / t
     activations = L * layer + logits
-    activations_remat = L * 2 * s * b * h + layer + logits
+    activations_remat = L * 2 * s * rows * h + layer + logits
 
     if device == "cpu":
         import psutil

@@ -48,6 +48,7 @@ SCHEMA = {
         "sequence_length": (int,),
         "global_batch": (int,),
         "gradient_accumulation_steps": (int,),
+        "microbatches": (int,),
         "seed": (int,),
     },
     "optimizer": {
@@ -393,7 +394,7 @@ class Recipe:
             f"x sequence_length {self['training.sequence_length']}",
             f"steps:             {d['steps']:,} = tokens // tokens per step",
             f"micro-batch:       {d['micro_batch']} x {self['training.gradient_accumulation_steps']} "
-            "accumulation steps",
+            f"accumulation steps; each run as {self['training.microbatches']} in-step microbatch(es)",
             f"warmup steps:      {d['warmup_steps']:,} ({self['schedule.warmup']:g} of steps)",
         ]
         if self["schedule.type"] == "wsd":
@@ -458,13 +459,16 @@ def _check_values(recipe):
 
     recipe.tokens  # noqa: B018  (parses and checks the token count)
     for key in ("training.sequence_length", "training.global_batch", "training.gradient_accumulation_steps",
-                "checkpoint.every_steps", "checkpoint.keep", "logging.every_steps"):
+                "training.microbatches", "checkpoint.every_steps", "checkpoint.keep", "logging.every_steps"):
         if recipe[key] is not None and recipe[key] < 1:
             fail(key, f"must be at least 1, got {recipe[key]}.")
     accum = recipe["training.gradient_accumulation_steps"]
     if recipe["training.global_batch"] % accum:
         fail("training.gradient_accumulation_steps",
              f"must divide global_batch ({recipe['training.global_batch']}), got {accum}.")
+    if recipe.micro_batch % recipe["training.microbatches"]:
+        fail("training.microbatches", f"must divide the micro-batch (global_batch / gradient_accumulation_steps "
+             f"= {recipe.micro_batch}), got {recipe['training.microbatches']}.")
     if recipe.steps < 1:
         fail("training.tokens", f"{recipe.tokens:,} tokens is less than one step of "
              f"{recipe.tokens_per_step:,} tokens (global_batch x sequence_length).")

@@ -76,11 +76,31 @@ class SmallCoderCausalLM(CausalLM):
         logits = backbone.token_embedding(hidden_states, reverse=True)  # (B, T, V)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
-    def compile(self, optimizer="auto", loss="auto", *, weighted_metrics="auto", sampler="greedy", **kwargs):
-        """`CausalLM.compile` with AdamW and greedy decoding as defaults."""
+    def compile(self, optimizer="auto", loss="auto", *, weighted_metrics="auto", sampler="greedy", microbatches=1,
+                **kwargs):
+        """`CausalLM.compile` with AdamW and greedy decoding as defaults.
+
+        `microbatches`: split each training batch into this many sequential
+        microbatches inside one step (JAX only): the same update, with the
+        activations of one microbatch alive at a time. See
+        `smallcoder.training.microbatching`.
+        """
         if optimizer == "auto":
             optimizer = keras.optimizers.AdamW(3e-4, weight_decay=0.1)
+        if microbatches != 1 and keras.config.backend() != "jax":
+            raise ValueError(
+                f"microbatches={microbatches} needs the JAX backend (this is {keras.config.backend()}); "
+                "use gradient accumulation (training.gradient_accumulation_steps) instead."
+            )
+        self.microbatches = int(microbatches)
         super().compile(optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, sampler=sampler, **kwargs)
+
+    def train_step(self, *args, **kwargs):
+        if getattr(self, "microbatches", 1) > 1:
+            from smallcoder.training.microbatching import microbatched_train_step
+
+            return microbatched_train_step(self, *args, self.microbatches, **kwargs)
+        return super().train_step(*args, **kwargs)
 
     # keras-hub's PipelineModel re-wraps every input of fit/evaluate/predict in
     # tf.data or grain for an in-graph preprocessor. SmallCoder tokenizes in

@@ -27,13 +27,32 @@ class LastValue(keras.metrics.Metric):
         self.value.assign(0.0)
 
 
+class TokenCrossEntropy(keras.losses.Loss):
+    """`SparseCategoricalCrossentropy(from_logits=True)` per token; on JAX through
+    `fused_jax.token_cross_entropy` (same values, a one-pass backward).
+
+    `y_true` int (B, T), `y_pred` logits (B, T, V); per-token losses (B, T).
+    """
+
+    def __init__(self, reduction="mean_with_sample_weight", name="token_cross_entropy", **kwargs):
+        super().__init__(reduction=reduction, name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        if keras.config.backend() == "jax":
+            from smallcoder.models.fused_jax import token_cross_entropy
+
+            return token_cross_entropy(y_pred, y_true)
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+
 def causal_lm_loss():
     """Cross-entropy on logits, averaged over tokens with `sample_weight` 1 (B, T)."""
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
+    return TokenCrossEntropy(reduction="mean_with_sample_weight")
 
 
-def compile_for_training(causal_lm, optimizer):
+def compile_for_training(causal_lm, optimizer, microbatches=1):
     """Compile with the causal-LM loss, no extra metrics, and a per-step loss log."""
-    causal_lm.compile(optimizer=optimizer, loss=causal_lm_loss(), weighted_metrics=[], sampler="greedy")
+    causal_lm.compile(optimizer=optimizer, loss=causal_lm_loss(), weighted_metrics=[], sampler="greedy",
+                      microbatches=microbatches)
     # Keras has no public switch for the loss tracker's reduction; swap it.
     causal_lm._loss_tracker = LastValue(name="loss")

@@ -109,14 +109,21 @@ def load_model(recipe, init_dir, echo):
     return lm
 
 
-def check_remat(recipe):
-    """Fail early when `model.remat` cannot run on this Keras backend."""
+def check_backend(recipe):
+    """Fail early when `model.remat` or `training.microbatches` cannot run on this Keras backend."""
     import keras
 
-    if recipe.remat and keras.config.backend() == "tensorflow":
+    backend = keras.config.backend()
+    if recipe.remat and backend == "tensorflow":
         raise TrainingError(
             f"{recipe.where('model.remat')}: model.remat: {recipe.remat!r} is not supported on the "
             "TensorFlow backend; use KERAS_BACKEND=jax or torch, or set model.remat: null."
+        )
+    microbatches = recipe["training.microbatches"]
+    if microbatches > 1 and backend != "jax":
+        raise TrainingError(
+            f"{recipe.where('training.microbatches')}: training.microbatches: {microbatches} needs the JAX "
+            f"backend (this is {backend}); set it to 1 and use training.gradient_accumulation_steps."
         )
 
 
@@ -215,7 +222,7 @@ def run_stage(recipe, *, resume=False, output_dir=None, echo=print):
 
     started = time.time()
     check_tokenizer(recipe, recipe.init_from_dir())
-    check_remat(recipe)
+    check_backend(recipe)
     run_dir = output_dir or recipe.output_dir
     os.makedirs(run_dir, exist_ok=True)
     found = _prepare_run_dir(recipe, run_dir, resume, echo)
@@ -254,7 +261,7 @@ def _train(recipe, run_dir, init_dir, config, found, echo):
 
     lm = load_model(recipe, init_dir, echo)
     optimizer = build_optimizer(recipe, lm.trainable_variables)
-    compile_for_training(lm, optimizer)
+    compile_for_training(lm, optimizer, microbatches=recipe["training.microbatches"])
 
     accumulation = recipe["training.gradient_accumulation_steps"]
     total_steps = recipe.steps * accumulation  # micro-batches
