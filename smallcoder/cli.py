@@ -35,5 +35,14 @@ def _register():
 
 _register()
 
-if __name__ == "__main__":
+
+def run():
+    """The `smallcoder` console script: `main` under glibc malloc tunables (see `malloc_tuning`)."""
+    from smallcoder.malloc_tuning import reexec_with_tunables
+
+    reexec_with_tunables()
     main()
+
+
+if __name__ == "__main__":
+    run()
