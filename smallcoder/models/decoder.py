@@ -77,11 +77,26 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         self.feedforward_intermediate.build(input_shape)
         self.feedforward_output = keras.layers.Dense(hidden_dim, name="feedforward_output", **dense)
         self.feedforward_output.build((None, None, self.intermediate_dim))
+        # In a block made in a `keras.RematScope` (backbone `remat="full"`) the
+        # norms stay Keras layers: with `fused_jax.rms_norm` inside,
+        # `jax.checkpoint` kept more (a 4-layer test model's activations with
+        # remat: 0.57x of without, vs 0.31x). The other kernels measured fine.
+        self.fused_norms = getattr(getattr(self, "_remat_mode", None), "mode", None) is None
         self.built = True
 
     def call(self, hidden_states, positions, attention_mask):
-        hidden_states = hidden_states + self.attention(self.pre_attention_norm(hidden_states), positions, attention_mask)
+        normed = self._normalize(self.pre_attention_norm, hidden_states, fused=self.fused_norms)
+        hidden_states = hidden_states + self.attention(normed, positions, attention_mask)
         return hidden_states + self._feedforward(hidden_states, fused=True)  # (B, T, D)
+
+    @staticmethod
+    def _normalize(norm, hidden_states, fused=False):
+        """`norm(hidden_states)`; with `fused` on JAX, `fused_jax.rms_norm` (same values, faster backward)."""
+        if fused and uses_fused_kernels(norm):
+            from smallcoder.models.fused_jax import rms_norm
+
+            return rms_norm(hidden_states, ops.cast(norm.scale, hidden_states.dtype), norm.epsilon)
+        return norm(hidden_states)
 
     def _feedforward(self, hidden_states, fused=False):
         """SwiGLU of the normed (B, T, D) input, (B, T, D), without the residual.
@@ -90,7 +105,7 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         backward (`fused_jax.swiglu`, faster training); it concatenates the
         gate and up kernels per call, so decoding (one token) does not use it.
         """
-        x = self.pre_feedforward_norm(hidden_states)
+        x = self._normalize(self.pre_feedforward_norm, hidden_states, fused and self.fused_norms)
         layers = (self.feedforward_gate, self.feedforward_intermediate, self.feedforward_output)
         if fused and uses_fused_kernels(*layers):
             from smallcoder.models.fused_jax import swiglu

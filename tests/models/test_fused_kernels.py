@@ -154,3 +154,81 @@ def test_fused_training_path_matches_layer_calls():
     np.testing.assert_allclose(float(fused_value), float(plain_value), rtol=1e-5)
     for g, e in zip(fused_grads, plain_grads):
         np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-4, atol=1e-5 * np.abs(np.asarray(e)).max())
+
+
+def test_rms_norm_value_and_gradients():
+    _jax_only()
+    import jax
+    import jax.numpy as jnp
+
+    from smallcoder.models.fused_jax import rms_norm
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 5, 16)).astype("float32") * 3
+    scale = (1 + 0.1 * rng.normal(size=(16,))).astype("float32")
+    cotangent = rng.normal(size=(2, 5, 16)).astype("float32")
+
+    def plain(x, scale):
+        return ops.rms_normalization(x, scale=scale, epsilon=1e-5)
+
+    np.testing.assert_allclose(np.asarray(rms_norm(x, scale, 1e-5)), np.asarray(plain(x, scale)), rtol=1e-6,
+                               atol=1e-6)
+    grads = [jax.grad(lambda *a, f=f: jnp.sum(f(*a) * cotangent), argnums=(0, 1))(x, scale)
+             for f in (lambda x, s: rms_norm(x, s, 1e-5), plain)]
+    for g, e in zip(*grads):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-5, atol=1e-5)
+
+
+def test_token_cross_entropy_value_and_gradients():
+    _jax_only()
+    import jax
+    import jax.numpy as jnp
+
+    from smallcoder.models.fused_jax import token_cross_entropy
+
+    rng = np.random.default_rng(7)
+    logits = (rng.normal(size=(2, 6, 50)) * 4).astype("float32")
+    labels = rng.integers(0, 50, (2, 6)).astype("int32")
+    cotangent = rng.normal(size=(2, 6)).astype("float32")
+
+    def plain(logits):
+        return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+    np.testing.assert_allclose(np.asarray(token_cross_entropy(logits, labels)), np.asarray(plain(logits)),
+                               rtol=1e-6, atol=1e-6)
+    grads = [jax.grad(lambda x, f=f: jnp.sum(f(x) * cotangent))(logits)
+             for f in (lambda x: token_cross_entropy(x, labels), plain)]
+    np.testing.assert_allclose(np.asarray(grads[0]), np.asarray(grads[1]), rtol=1e-5, atol=1e-6)
+
+
+def test_training_loss_equals_keras_sparse_cross_entropy():
+    """The recipes' loss (any backend) is Keras' token-weighted cross-entropy."""
+    from smallcoder.training.metrics import causal_lm_loss
+
+    rng = np.random.default_rng(8)
+    logits = (rng.normal(size=(3, 7, 40)) * 3).astype("float32")
+    labels = rng.integers(0, 40, (3, 7)).astype("int32")
+    weight = (rng.random((3, 7)) > 0.4).astype("float32")
+    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
+    np.testing.assert_allclose(float(causal_lm_loss()(labels, logits, sample_weight=weight)),
+                               float(expected(labels, logits, sample_weight=weight)), rtol=1e-6)
+
+
+def test_rotary_equals_keras_hub_and_its_gradient():
+    _jax_only()
+    import jax
+    import jax.numpy as jnp
+    from keras_hub.layers import RotaryEmbedding
+
+    from smallcoder.models.fused_jax import rotary
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(2, 11, 3, 8)).astype("float32")
+    positions = np.asarray([list(range(11)), [0, 1, 2, 0, 1, 2, 3, 4, 0, 1, 2]], dtype="int32")
+    layer = RotaryEmbedding(max_wavelength=10000.0)
+    cos, sin = layer._compute_cos_sin_embedding(x, 0, positions)
+    np.testing.assert_array_equal(np.asarray(rotary(x, cos, sin)), np.asarray(layer(x, positions=positions)))
+    cotangent = rng.normal(size=x.shape).astype("float32")
+    grads = [jax.grad(lambda v, f=f: jnp.sum(f(v) * cotangent))(x)
+             for f in (lambda v: rotary(v, cos, sin), lambda v: layer(v, positions=positions))]
+    np.testing.assert_allclose(np.asarray(grads[0]), np.asarray(grads[1]), rtol=1e-6, atol=1e-6)
