@@ -37,11 +37,14 @@ def _torch_dtype(dtype):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "mixed_bfloat16": torch.bfloat16}[dtype]
 
 
-def hf_train_step(config, batch, seq, dtype="float32", seed=0):
+def hf_train_step(config, batch, seq, dtype="float32", seed=0, microbatches=1):
     """One AdamW step of `LlamaForCausalLM` (sdpa attention) on a random batch.
 
     The loss is the mean token cross-entropy on the logits, as in this
-    package's `fit`. Returns `(step, model)`; `step()` returns the loss.
+    package's `fit`. With `microbatches` M, the step runs M forward/backward
+    passes over rows m, m + M, ... (as this package splits them), each loss
+    divided by M, accumulating `.grad` before one `optimizer.step()`.
+    Returns `(step, model)`; `step()` returns the loss.
     """
     import torch
     from transformers import LlamaForCausalLM
@@ -55,13 +58,20 @@ def hf_train_step(config, batch, seq, dtype="float32", seed=0):
     x = torch.from_numpy(rng.integers(0, vocab, (batch, seq), dtype=np.int64))
     y = torch.from_numpy(rng.integers(0, vocab, (batch, seq), dtype=np.int64))
 
+    if batch % microbatches:
+        raise ValueError(f"microbatches={microbatches} must divide the batch size {batch}.")
+    row_sets = torch.arange(batch).reshape(-1, microbatches).T  # (M, B/M), strided
+
     def step():
-        logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab).float(), y.reshape(-1))
-        loss.backward()
+        total = 0.0
+        for rows in row_sets:
+            logits = model(input_ids=x[rows], use_cache=False).logits  # (B/M, T, V)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab).float(), y[rows].reshape(-1))
+            (loss / microbatches).backward()
+            total += float(loss.detach()) / microbatches
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return total
 
     return step, model
 

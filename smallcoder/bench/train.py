@@ -20,22 +20,23 @@ def random_batch(config, batch, seq, seed=0):
     return x, y, np.ones((batch, seq), dtype=np.float32)
 
 
-def build_causal_lm(config, dtype="float32", remat=None, seed=0):
-    """A `SmallCoderCausalLM` of backbone `config`, compiled with AdamW."""
+def build_causal_lm(config, dtype="float32", remat=None, seed=0, microbatches=1):
+    """A `SmallCoderCausalLM` of backbone `config`, compiled with AdamW as the recipes compile it."""
     import keras
 
     from smallcoder.models import SmallCoderBackbone, SmallCoderCausalLM
+    from smallcoder.training.metrics import compile_for_training
 
     keras.utils.set_random_seed(seed)
     backbone = SmallCoderBackbone(**config, dtype=dtype, remat=remat)
     causal_lm = SmallCoderCausalLM(backbone)
-    causal_lm.compile(optimizer=keras.optimizers.AdamW(1e-4, weight_decay=0.1))
+    compile_for_training(causal_lm, keras.optimizers.AdamW(1e-4, weight_decay=0.1), microbatches=microbatches)
     return causal_lm
 
 
-def keras_train_step(config, batch, seq, dtype="float32", remat=None, seed=0):
+def keras_train_step(config, batch, seq, dtype="float32", remat=None, seed=0, microbatches=1):
     """`(step, causal_lm)`: `step()` runs one `train_on_batch` (the path `fit` takes)."""
-    causal_lm = build_causal_lm(config, dtype=dtype, remat=remat, seed=seed)
+    causal_lm = build_causal_lm(config, dtype=dtype, remat=remat, seed=seed, microbatches=microbatches)
     x, y, w = random_batch(config, batch, seq, seed)
 
     def step():
@@ -75,7 +76,7 @@ def train_memory_analysis(config, batch, seq, dtype="float32", remat=None):
     }
 
 
-def train_step_memory_analysis(config, batch, seq, dtype="float32", remat=None):
+def train_step_memory_analysis(config, batch, seq, dtype="float32", remat=None, microbatches=1):
     """Compiled (not run) memory of the whole Keras training step on JAX, in bytes.
 
     The step `fit` and `train_on_batch` run: forward, loss, gradients and the
@@ -85,6 +86,7 @@ def train_step_memory_analysis(config, batch, seq, dtype="float32", remat=None):
     is everything else XLA allocates (activations kept for the backward pass,
     gradients, work buffers), and `peak_bytes` = arguments + outputs not
     aliased to an argument + temp: what the step needs at its high-water mark.
+    With `microbatches` M > 1, the step as `compile(microbatches=M)` runs it.
     """
     import jax
     import keras
@@ -93,7 +95,7 @@ def train_step_memory_analysis(config, batch, seq, dtype="float32", remat=None):
 
     if keras.config.backend() != "jax":
         raise ValueError("The compiled memory analysis needs the JAX backend (KERAS_BACKEND=jax).")
-    causal_lm = build_causal_lm(config, dtype=dtype, remat=remat)
+    causal_lm = build_causal_lm(config, dtype=dtype, remat=remat, microbatches=microbatches)
     data = random_batch(config, batch, seq)
     causal_lm._symbolic_build(data_batch=data)  # optimizer + metric variables, as train_on_batch builds them
     state = causal_lm._get_jax_state(trainable_variables=True, non_trainable_variables=True,
@@ -107,6 +109,7 @@ def train_step_memory_analysis(config, batch, seq, dtype="float32", remat=None):
         "weight_bytes": int(sum(v.value.nbytes for v in causal_lm.weights)),
         "optimizer_bytes": int(sum(v.value.nbytes for v in causal_lm.optimizer.variables)),
         "xla_cpu_scheduler": xla_flags.scheduler_setting(),
+        "microbatches": microbatches,
     }
     result["peak_bytes"] = (result["argument_bytes"] + result["output_bytes"] - result["alias_bytes"]
                             + result["temp_bytes"])
@@ -156,13 +159,17 @@ def saved_activation_bytes(config, batch, seq, dtype="float32", remat=None):
     return {"saved_bytes": int(sum(storages.values()))}
 
 
-def activation_memory(config, batch, seq, remat, dtype="float32"):
-    """The step's activation memory on this backend: XLA temp bytes (jax) or autograd-saved bytes (torch)."""
+def activation_memory(config, batch, seq, remat, dtype="float32", microbatches=1):
+    """The step's activation memory on this backend: XLA temp bytes (jax) or autograd-saved bytes (torch).
+
+    `microbatches` applies to the whole-step analysis on JAX (`step`), not to
+    the loss + gradients figure.
+    """
     import keras
 
     if keras.config.backend() == "jax":
         stats = train_memory_analysis(config, batch, seq, dtype=dtype, remat=remat)
-        step = train_step_memory_analysis(config, batch, seq, dtype=dtype, remat=remat)
+        step = train_step_memory_analysis(config, batch, seq, dtype=dtype, remat=remat, microbatches=microbatches)
         return {"kind": "xla_temp_bytes", "bytes": stats["temp_bytes"], **stats, "step": step}
     if keras.config.backend() != "torch":
         raise ValueError("Activation memory is measured on the jax and torch backends only.")
@@ -170,7 +177,7 @@ def activation_memory(config, batch, seq, remat, dtype="float32"):
     return {"kind": "torch_saved_tensor_bytes", "bytes": stats["saved_bytes"]}
 
 
-def remat_memory(config, batch, seq, dtype="float32"):
+def remat_memory(config, batch, seq, dtype="float32", microbatches=1):
     """`activation_memory` without and with remat, and their ratio.
 
     On JAX each side also holds `step`, the compiled analysis of the whole
@@ -184,8 +191,8 @@ def remat_memory(config, batch, seq, dtype="float32"):
 
     process_bytes = report.current_rss_bytes()
     available = psutil.virtual_memory().available
-    plain = activation_memory(config, batch, seq, None, dtype=dtype)
-    remat = activation_memory(config, batch, seq, "full", dtype=dtype)
+    plain = activation_memory(config, batch, seq, None, dtype=dtype, microbatches=microbatches)
+    remat = activation_memory(config, batch, seq, "full", dtype=dtype, microbatches=microbatches)
     result = {"none": plain, "full": remat, "ratio": remat["bytes"] / plain["bytes"]}
     if "step" in plain:
         from smallcoder import xla_flags
@@ -218,25 +225,29 @@ def _side(make_step):
             "device_peak_bytes": _device_peak_bytes()}
 
 
-def _ours_side(config, batch, seq, dtype, remat):
-    return _side(lambda: keras_train_step(config, batch, seq, dtype=dtype, remat=remat)[0])
+def _ours_side(config, batch, seq, dtype, remat, microbatches):
+    return _side(lambda: keras_train_step(config, batch, seq, dtype=dtype, remat=remat,
+                                          microbatches=microbatches)[0])
 
 
-def _hf_side(config, batch, seq, dtype):
+def _hf_side(config, batch, seq, dtype, microbatches):
     from smallcoder.bench.reference import hf_train_step
 
-    return _side(lambda: hf_train_step(config, batch, seq, dtype)[0])
+    return _side(lambda: hf_train_step(config, batch, seq, dtype, microbatches=microbatches)[0])
 
 
 def bench_train(config, batch, seq, steps=2, dtype="float32", remat=None, vs_hf=False, interleave=True,
-                peak_size=2048):
+                peak_size=2048, microbatches=1):
     """Time `steps` training steps of this package (and of transformers + torch).
 
     Each side first runs one untimed step (compilation, allocation). With
     `interleave`, both models stay in memory and their steps alternate (ours,
     hf, ours, hf, ...), so load from other processes hits both alike;
     otherwise each side runs all its steps and is freed before the next
-    (for models too large to hold twice). The float32 (or bf16) matmul peak
+    (for models too large to hold twice). With `microbatches` M > 1 both
+    sides run each step as M sequential microbatches of batch/M rows and
+    one optimizer update (ours inside one jitted step, transformers as M
+    backward passes accumulating `.grad`). The float32 (or bf16) matmul peak
     is measured in the same process before and after the steps; MFU is
     against the larger of the two.
 
@@ -256,13 +267,14 @@ def bench_train(config, batch, seq, steps=2, dtype="float32", remat=None, vs_hf=
     framework = "jax" if keras.config.backend() == "jax" else "torch"
     result = {
         "backend": keras.config.backend(), "machine": report.machine(), "config": config,
-        "batch": batch, "seq": seq, "dtype": dtype, "remat": remat, "steps": steps, "interleave": interleave,
+        "batch": batch, "seq": seq, "dtype": dtype, "remat": remat, "microbatches": microbatches, "steps": steps,
+        "interleave": interleave,
         "flops_per_token": flops.flops_per_token(config, seq), "flops_per_step": step_flops,
     }
     peaks = [peak.matmul_peak(peak_size, matmul_dtype, framework=framework)]
-    builders = {"ours": lambda: _ours_side(config, batch, seq, dtype, remat)}
+    builders = {"ours": lambda: _ours_side(config, batch, seq, dtype, remat, microbatches)}
     if vs_hf:
-        builders["hf"] = lambda: _hf_side(config, batch, seq, dtype)
+        builders["hf"] = lambda: _hf_side(config, batch, seq, dtype, microbatches)
     sides = {}
     if interleave:
         sides = {name: build() for name, build in builders.items()}

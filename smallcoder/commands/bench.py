@@ -69,6 +69,8 @@ def _vs(value):
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "mixed_bfloat16"]))
 @click.option("--remat", default="none", show_default=True, type=click.Choice(["none", "full"]),
               help="Rematerialise each decoder block in the backward pass.")
+@click.option("--microbatches", default=1, show_default=True,
+              help="Run each step as this many sequential microbatches (both sides; one optimizer update).")
 @click.option("--vs", "vs", default=None, help="Reference to run alongside: 'hf'.")
 @click.option("--interleave/--one-after-other", default=True, show_default=True,
               help="Alternate steps of both sides (both models in memory), or run them one after the other.")
@@ -78,8 +80,8 @@ def _vs(value):
 @click.option("--memory-only", is_flag=True, help="Only the --memory-analysis figures (compiled, no step run): "
               "for a batch that may not fit this machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def train(preset, num_layers, batch, seq, steps, dtype, remat, vs, interleave, memory_analysis, memory_only,
-          as_json):
+def train(preset, num_layers, batch, seq, steps, dtype, remat, microbatches, vs, interleave, memory_analysis,
+          memory_only, as_json):
     """Training-step tokens/s, MFU and peak memory, vs transformers + torch."""
     import json
 
@@ -87,25 +89,29 @@ def train(preset, num_layers, batch, seq, steps, dtype, remat, vs, interleave, m
     from smallcoder.bench.train import bench_train, remat_memory
 
     config = _config(preset, num_layers)
+    if microbatches < 1 or batch % microbatches:
+        raise click.BadParameter(f"must be >= 1 and divide --batch {batch}, got {microbatches}.",
+                                 param_hint="--microbatches")
     if memory_only:
         import keras
 
         try:
-            memory = remat_memory(config, batch, seq, dtype=dtype)
+            memory = remat_memory(config, batch, seq, dtype=dtype, microbatches=microbatches)
         except ValueError as e:
             raise click.ClickException(str(e)) from e
         result = {"preset": preset, "config": config, "batch": batch, "seq": seq, "dtype": dtype,
+                  "microbatches": microbatches,
                   "backend": keras.config.backend(), "memory_analysis": memory}
         click.echo(json.dumps(result) if as_json else "\n".join(
-            [f"memory {preset} ({config['num_layers']} layers) batch {batch}x{seq} {dtype} "
+            [f"memory {preset} ({config['num_layers']} layers) batch {batch}x{seq} microbatches={microbatches} {dtype} "
              f"backend={result['backend']}", *format_memory(memory)]))
         return
     result = bench_train(config, batch, seq, steps=steps, dtype=dtype, remat=None if remat == "none" else remat,
-                         vs_hf=_vs(vs), interleave=interleave)
+                         vs_hf=_vs(vs), interleave=interleave, microbatches=microbatches)
     result["preset"] = preset
     if memory_analysis:
         try:
-            result["memory_analysis"] = remat_memory(config, batch, seq, dtype=dtype)
+            result["memory_analysis"] = remat_memory(config, batch, seq, dtype=dtype, microbatches=microbatches)
         except ValueError as e:
             raise click.ClickException(str(e)) from e
     click.echo(json.dumps(result) if as_json else format_train(result))

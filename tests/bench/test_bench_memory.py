@@ -69,3 +69,17 @@ def test_remat_halves_the_compiled_activation_memory(backend):
     assert step["optimizer_bytes"] > 2 * step["weight_bytes"] * 0.99  # two AdamW moments (+ counters)
     assert step["peak_bytes"] >= step["argument_bytes"] + step["temp_bytes"]
     assert step["xla_cpu_scheduler"] == "memory"
+
+
+def test_microbatches_cut_the_compiled_step_memory(backend):
+    if backend != "jax":
+        pytest.skip("in-step microbatches and XLA's memory analysis need the JAX backend")
+    from smallcoder.bench.train import train_step_memory_analysis
+    from smallcoder.models.presets import preset_config
+
+    config = dict(preset_config("smallcoder_test"), vocabulary_size=256, num_layers=4, intermediate_dim=256)
+    whole = train_step_memory_analysis(config, 4, 256)
+    split = train_step_memory_analysis(config, 4, 256, microbatches=4)
+    assert split["microbatches"] == 4 and whole["microbatches"] == 1
+    # Activations of one microbatch alive at a time, plus one summed-gradient buffer.
+    assert split["temp_bytes"] < 0.5 * whole["temp_bytes"], (split["temp_bytes"], whole["temp_bytes"])
