@@ -22,9 +22,16 @@ def train_flops_per_step(config, batch, seq):
     return flops_per_token(config, seq) * batch * seq
 
 
-def decode_bytes_per_token(config, bytes_per_weight=4.0):
-    """Weight bytes read to decode one token: the matmul weights + one embedding row."""
-    return matmul_params(config) * bytes_per_weight + config["hidden_dim"] * bytes_per_weight
+def decode_bytes_per_token(config, bytes_per_weight=4.0, head_bytes_per_weight=None):
+    """Weight bytes read to decode one token: the matmul weights + one embedding row.
+
+    `head_bytes_per_weight`: of the output projection and the embedding row,
+    when they are stored apart from the blocks' (default: `bytes_per_weight`).
+    """
+    head = config["hidden_dim"] * config["vocabulary_size"]
+    head_bytes = bytes_per_weight if head_bytes_per_weight is None else head_bytes_per_weight
+    return ((matmul_params(config) - head) * bytes_per_weight
+            + (head + config["hidden_dim"]) * head_bytes)
 
 
 def device_table_peak():

@@ -135,7 +135,7 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
         reference = {"logits": prompt_logits(causal_lm, prompts)[0],
                      1: _ours(causal_lm, prompts[:1], new_tokens)(),
                      num_prompts: _ours(causal_lm, prompts, new_tokens)()}
-        causal_lm.quantize(quantize)
+        causal_lm.quantize_for_generation(quantize)
     work = {("ours", 1): prompts[:1], ("ours", num_prompts): prompts}
     runners = {}
     for (side, batch), ps in work.items():
@@ -159,7 +159,8 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
     result = {
         "backend": keras.config.backend(), "machine": report.machine(), "config": config,
         "dtype": quantize or "float32", "new_tokens": new_tokens, "prompt_length": prompt_length, "repeats": repeats,
-        "weight_bytes_per_token": flops.decode_bytes_per_token(config, 1.0 if quantize == "int8" else 4.0),
+        "weight_bytes_per_token": flops.decode_bytes_per_token(
+            config, 1.0 if quantize else 4.0, 4.0 if quantize == "int8-blocks" else None),
         "memory_bandwidth": bandwidth,
     }
     for side in ("ours", "hf") if vs_hf else ("ours",):

@@ -125,8 +125,9 @@ def train(preset, num_layers, batch, seq, steps, dtype, remat, microbatches, vs,
 @click.option("--prompt-length", default=32, show_default=True, help="Longest prompt (others 1/2 to 1 of it).")
 @click.option("--repeats", default=2, show_default=True, help="Timed runs per case (after a warm-up run).")
 @click.option("--vs", "vs", default=None, help="Reference to run alongside: 'hf'.")
-@click.option("--quantize", default=None, type=click.Choice(["int8"]),
-              help="Decode with Keras quantize('int8') weights; also reports the logit error and greedy "
+@click.option("--quantize", default=None, type=click.Choice(["int8", "int8-blocks"]),
+              help="Decode with Keras quantize('int8') weights ('int8-blocks': the decoder blocks only, the "
+              "embedding and output projection float32); also reports the logit error and greedy "
               "agreement vs the float32 model (the reference stays float32).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def generate(preset, num_layers, new_tokens, num_prompts, prompt_length, repeats, vs, quantize, as_json):

@@ -16,9 +16,10 @@ import click
 @click.option("--seed", default=None, type=int, help="Seed for the random samplers.")
 @click.option("--chat/--raw", default=True, show_default=True,
               help="Wrap each prompt in the chat format (User: …\\nAssistant:).")
-@click.option("--quantize", default=None, type=click.Choice(["int8"]),
+@click.option("--quantize", default=None, type=click.Choice(["int8", "int8-blocks"]),
               help="Quantize the weights (Keras quantize('int8'): int8 kernels, per-token int8 activations) "
-              "before generating; faster on CPU, but greedy output may differ from float32 (measured in docs/bench.md).")
+              "before generating; 'int8-blocks' keeps the embedding and output projection float32. Faster on "
+              "CPU, but greedy output may differ from float32 (measured in docs/bench.md).")
 def command(prompts, model_path, max_new_tokens, sampler, temperature, top_k, top_p, seed, chat, quantize):
     """Generate a continuation for each PROMPT (batched together)."""
     import keras_hub
@@ -39,7 +40,7 @@ def command(prompts, model_path, max_new_tokens, sampler, temperature, top_k, to
     if causal_lm.tokenizer is None:
         raise click.ClickException(f"{model_path!r} has no tokenizer.json; cannot generate from text.")
     if quantize:
-        causal_lm.quantize(quantize)
+        causal_lm.quantize_for_generation(quantize)
     causal_lm.compile(sampler=samplers[sampler]())
     texts = [chat_prompt(p) if chat else p for p in prompts]
     try:

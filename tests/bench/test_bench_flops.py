@@ -21,3 +21,5 @@ def test_303m_flops_match_a_hand_count():
     assert flops_per_token(config, seq) == 6 * n + 12 * layers * d * seq == 1_811_939_328
     assert train_flops_per_step(config, 4, seq) == 4 * 1024 * 1_811_939_328
     assert decode_bytes_per_token(config, 2.0) == 2 * (n + d)
+    # int8 blocks, float32 output projection and embedding row.
+    assert decode_bytes_per_token(config, 1.0, 4.0) == (n - vocab * d) + 4 * (vocab * d + d)

@@ -28,3 +28,21 @@ def test_int8_logits_within_tolerance_and_generate_runs():
     both = lm.generate(prompts, max_new_tokens=6, stop_token_ids=None, strip_prompt=True)
     assert len(one) == 1 and len(one[0]) == 6
     assert one[0] == both[0]  # the padding row does not change the answer
+
+
+def test_int8_blocks_keeps_the_embedding_and_output_projection_float():
+    keras.utils.set_random_seed(3)
+    lm = SmallCoderCausalLM.from_preset("smallcoder_test")
+    lm.compile(sampler="greedy")
+    rng = np.random.default_rng(1)
+    x = {"token_ids": rng.integers(1, 4000, (2, 16)).astype("int32"), "padding_mask": np.ones((2, 16), "int32")}
+    reference = keras.ops.convert_to_numpy(lm.predict_on_batch(x))
+
+    lm.quantize_for_generation("int8-blocks")
+    assert lm.backbone.token_embedding.quantization_mode is None
+    block = lm.backbone.transformer_layers[0]
+    assert block.attention.query.quantization_mode == "int8" and block.feedforward_gate.quantization_mode == "int8"
+    quantized = keras.ops.convert_to_numpy(lm.predict_on_batch(x))
+    assert np.abs(quantized - reference).max() <= LOGIT_TOLERANCE_OF_STD * reference.std()
+    out = lm.generate([[5, 6, 7, 8]], max_new_tokens=4, stop_token_ids=None, strip_prompt=True)
+    assert len(out[0]) == 4
