@@ -55,4 +55,7 @@ def compile_for_training(causal_lm, optimizer, microbatches=1):
     causal_lm.compile(optimizer=optimizer, loss=causal_lm_loss(), weighted_metrics=[], sampler="greedy",
                       microbatches=microbatches)
     # Keras has no public switch for the loss tracker's reduction; swap it.
-    causal_lm._loss_tracker = LastValue(name="loss")
+    # Set without Keras' attribute tracking: a tracked copy would outlive a
+    # later `compile` (which makes a fresh tracker) and, being last of two
+    # metrics named "loss", report its stale value in the logs.
+    object.__setattr__(causal_lm, "_loss_tracker", LastValue(name="loss"))

@@ -70,3 +70,14 @@ def test_other_backends_refuse_microbatches(backend):
     lm = SmallCoderCausalLM(SmallCoderBackbone(**preset_config("smallcoder_test")))
     with pytest.raises(ValueError, match="needs the JAX backend"):
         lm.compile(microbatches=2)
+
+
+def test_a_later_compile_logs_the_real_loss_again():
+    """compile_for_training's per-step loss tracker does not linger after another compile."""
+    keras.utils.set_random_seed(0)
+    lm = SmallCoderCausalLM(SmallCoderBackbone(**preset_config("smallcoder_test")))
+    compile_for_training(lm, keras.optimizers.SGD(0.1))
+    assert [m.name for m in lm.metrics].count("loss") == 1
+    lm.compile(optimizer=keras.optimizers.SGD(0.1), weighted_metrics=[])
+    x, y, weight = _batch()
+    assert lm.train_on_batch(x, y, sample_weight=weight, return_dict=True)["loss"] > 1.0
