@@ -49,6 +49,8 @@ def hf_train_step(config, batch, seq, dtype="float32", seed=0, microbatches=1):
     import torch
     from transformers import LlamaForCausalLM
 
+    from smallcoder.training.microbatching import check_microbatches
+
     torch.manual_seed(seed)
     model = LlamaForCausalLM(hf_llama_config(config, dtype)).to(_torch_dtype(dtype))
     model.train()
@@ -58,8 +60,7 @@ def hf_train_step(config, batch, seq, dtype="float32", seed=0, microbatches=1):
     x = torch.from_numpy(rng.integers(0, vocab, (batch, seq), dtype=np.int64))
     y = torch.from_numpy(rng.integers(0, vocab, (batch, seq), dtype=np.int64))
 
-    if batch % microbatches:
-        raise ValueError(f"microbatches={microbatches} must divide the batch size {batch}.")
+    check_microbatches(batch, microbatches)
     row_sets = torch.arange(batch).reshape(-1, microbatches).T  # (M, B/M), strided
 
     def step():

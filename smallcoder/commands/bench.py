@@ -87,11 +87,13 @@ def train(preset, num_layers, batch, seq, steps, dtype, remat, microbatches, vs,
 
     from smallcoder.bench.report import format_memory, format_train
     from smallcoder.bench.train import bench_train, remat_memory
+    from smallcoder.training.microbatching import check_microbatches
 
     config = _config(preset, num_layers)
-    if microbatches < 1 or batch % microbatches:
-        raise click.BadParameter(f"must be >= 1 and divide --batch {batch}, got {microbatches}.",
-                                 param_hint="--microbatches")
+    try:
+        check_microbatches(batch, microbatches)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--microbatches") from e
     if memory_only:
         import keras
 
