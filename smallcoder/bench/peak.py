@@ -27,9 +27,23 @@ def _jax_runner(size, dtype):
 def _torch_runner(size, dtype):
     import torch
 
-    a = torch.randn(size, size, dtype=getattr(torch, dtype))
-    b = torch.randn(size, size, dtype=getattr(torch, dtype))
-    return lambda: torch.mm(a, b)
+    device = "cpu" if on_cpu("torch") else "cuda"
+    a = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
+    b = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
+    if device == "cpu":
+        return lambda: torch.mm(a, b)
+    return lambda: (torch.mm(a, b), torch.cuda.synchronize())
+
+
+def on_cpu(framework="jax"):
+    """Whether `framework`'s first device (where `matmul_peak` runs) is the host CPU."""
+    if framework == "jax":
+        import jax
+
+        return jax.devices()[0].platform == "cpu"
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 def matmul_peak(size=2048, dtype="float32", repeats=5, framework="jax"):
@@ -53,14 +67,26 @@ def matmul_peak(size=2048, dtype="float32", repeats=5, framework="jax"):
     }
 
 
-def memory_bandwidth(megabytes=512, repeats=5):
-    """Host memory bytes/s of a large copy into an existing buffer (read + write counted), best of `repeats`.
+def memory_bandwidth(megabytes=None, repeats=5):
+    """Memory bytes/s of a large copy (read + write counted), best of `repeats`.
 
-    A copy into a fresh buffer would also time the kernel zeroing new pages.
+    Host memory (a numpy copy into an existing buffer; a fresh buffer would
+    also time the kernel zeroing new pages, 512 MB) where JAX runs on the
+    CPU, else the accelerator's memory (a jitted `x + 1` over 2 GiB).
     """
     import numpy as np
 
-    source = np.ones(int(megabytes * 2**20 // 4), dtype=np.float32)
-    target = np.empty_like(source)
-    times = _timed(lambda: np.copyto(target, source), repeats)
-    return {"bytes_per_s": 2 * source.nbytes / min(times), "megabytes": megabytes}
+    if on_cpu("jax"):
+        megabytes = megabytes or 512
+        source = np.ones(int(megabytes * 2**20 // 4), dtype=np.float32)
+        target = np.empty_like(source)
+        times = _timed(lambda: np.copyto(target, source), repeats)
+        return {"bytes_per_s": 2 * source.nbytes / min(times), "megabytes": megabytes, "memory": "host"}
+    import jax
+    import jax.numpy as jnp
+
+    megabytes = megabytes or 2048
+    source = jnp.ones(int(megabytes * 2**20 // 4), dtype=jnp.float32)
+    add_one = jax.jit(lambda x: x + 1.0)
+    times = _timed(lambda: add_one(source).block_until_ready(), repeats)
+    return {"bytes_per_s": 2 * source.nbytes / min(times), "megabytes": megabytes, "memory": jax.devices()[0].platform}

@@ -27,21 +27,36 @@ def hf_llama_config(config, dtype="float32"):
         tie_word_embeddings=config.get("tie_word_embeddings", False),
         attention_bias=False,
         mlp_bias=False,
-        dtype=dtype,
+        dtype=_weight_dtype(dtype),
     )
+
+
+def _weight_dtype(dtype):
+    """The weights' dtype name: mixed precision keeps float32 weights (and autocasts the compute)."""
+    return "float32" if dtype == "mixed_bfloat16" else dtype
 
 
 def _torch_dtype(dtype):
     import torch
 
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "mixed_bfloat16": torch.bfloat16}[dtype]
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[_weight_dtype(dtype)]
+
+
+def torch_device():
+    """`"cuda"` where torch sees a GPU, else `"cpu"` (the reference runs where a user's would)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def hf_train_step(config, batch, seq, dtype="float32", seed=0, microbatches=1):
     """One AdamW step of `LlamaForCausalLM` (sdpa attention) on a random batch.
 
-    The loss is the mean token cross-entropy on the logits, as in this
-    package's `fit`. With `microbatches` M, the step runs M forward/backward
+    On a CUDA GPU if torch sees one. `"mixed_bfloat16"` keeps float32
+    weights and runs the forward under `torch.autocast(bfloat16)`, as the
+    Trainer's `bf16=True` does (and as Keras' mixed policy does). The loss
+    is the mean token cross-entropy on the logits, as in this package's
+    `fit`. With `microbatches` M, the step runs M forward/backward
     passes over rows m, m + M, ... (as this package splits them), each loss
     divided by M, accumulating `.grad` before one `optimizer.step()`.
     Returns `(step, model)`; `step()` returns the loss.
@@ -52,13 +67,15 @@ def hf_train_step(config, batch, seq, dtype="float32", seed=0, microbatches=1):
     from smallcoder.training.microbatching import check_microbatches
 
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(hf_llama_config(config, dtype)).to(_torch_dtype(dtype))
+    device = torch_device()
+    model = LlamaForCausalLM(hf_llama_config(config, dtype)).to(device=device, dtype=_torch_dtype(dtype))
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
     rng = np.random.default_rng(seed)
     vocab = config["vocabulary_size"]
-    x = torch.from_numpy(rng.integers(0, vocab, (batch, seq), dtype=np.int64))
-    y = torch.from_numpy(rng.integers(0, vocab, (batch, seq), dtype=np.int64))
+    x = torch.from_numpy(rng.integers(0, vocab, (batch, seq), dtype=np.int64)).to(device)
+    y = torch.from_numpy(rng.integers(0, vocab, (batch, seq), dtype=np.int64)).to(device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "mixed_bfloat16")
 
     check_microbatches(batch, microbatches)
     row_sets = torch.arange(batch).reshape(-1, microbatches).T  # (M, B/M), strided
@@ -66,12 +83,15 @@ def hf_train_step(config, batch, seq, dtype="float32", seed=0, microbatches=1):
     def step():
         total = 0.0
         for rows in row_sets:
-            logits = model(input_ids=x[rows], use_cache=False).logits  # (B/M, T, V)
+            with autocast:
+                logits = model(input_ids=x[rows], use_cache=False).logits  # (B/M, T, V)
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab).float(), y[rows].reshape(-1))
             (loss / microbatches).backward()
             total += float(loss.detach()) / microbatches
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()  # the update is asynchronous; time it too
         return total
 
     return step, model
@@ -84,7 +104,7 @@ def hf_model_from_keras(causal_lm, directory, dtype="float32"):
     from smallcoder.convert import save_hf
 
     save_hf(causal_lm, directory, dtype=dtype, overwrite=True, progress=False)
-    model = LlamaForCausalLM.from_pretrained(directory, dtype=_torch_dtype(dtype))
+    model = LlamaForCausalLM.from_pretrained(directory, dtype=_torch_dtype(dtype)).to(torch_device())
     model.eval()
     return model
 
@@ -103,7 +123,7 @@ def hf_generate(model, prompts, new_tokens):
     for row, p in enumerate(prompts):
         ids[row, longest - len(p):] = p
         mask[row, longest - len(p):] = 1
-    ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+    ids, mask = torch.from_numpy(ids).to(model.device), torch.from_numpy(mask).to(model.device)
 
     def run():
         with torch.inference_mode():

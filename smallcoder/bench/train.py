@@ -116,8 +116,14 @@ def train_step_memory_analysis(config, batch, seq, dtype="float32", remat=None, 
     return result
 
 
-def _device_peak_bytes():
-    """Peak device memory from JAX on an accelerator, else None (CPU has no allocator stats)."""
+def _device_peak_bytes(framework="jax"):
+    """Peak device memory of `framework`'s allocator on an accelerator, else None (CPU has no allocator stats)."""
+    if framework == "torch":
+        import torch
+
+        return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    if framework != "jax":
+        return None
     try:
         import jax
 
@@ -207,7 +213,7 @@ def remat_memory(config, batch, seq, dtype="float32", microbatches=1):
     return result
 
 
-def _side(make_step):
+def _side(make_step, framework="jax"):
     """Build one side and run its first (compiling) step, measuring its memory.
 
     `rss_increase_bytes` is the RSS high-water mark during build + first
@@ -222,22 +228,25 @@ def _side(make_step):
     peak_rss = report.peak_rss_bytes()
     return {"step": step, "times": [], "first_loss": first_loss, "first_step_s": time.perf_counter() - start,
             "peak_rss_bytes": peak_rss, "rss_increase_bytes": peak_rss - before,
-            "device_peak_bytes": _device_peak_bytes()}
+            "device_peak_bytes": _device_peak_bytes(framework)}
 
 
 def _ours_side(config, batch, seq, dtype, remat, microbatches):
+    import keras
+
+    backend = keras.config.backend()
     return _side(lambda: keras_train_step(config, batch, seq, dtype=dtype, remat=remat,
-                                          microbatches=microbatches)[0])
+                                          microbatches=microbatches)[0], framework=backend)
 
 
 def _hf_side(config, batch, seq, dtype, microbatches):
     from smallcoder.bench.reference import hf_train_step
 
-    return _side(lambda: hf_train_step(config, batch, seq, dtype, microbatches=microbatches)[0])
+    return _side(lambda: hf_train_step(config, batch, seq, dtype, microbatches=microbatches)[0], framework="torch")
 
 
 def bench_train(config, batch, seq, steps=2, dtype="float32", remat=None, vs_hf=False, interleave=True,
-                peak_size=2048, microbatches=1):
+                peak_size=None, microbatches=1):
     """Time `steps` training steps of this package (and of transformers + torch).
 
     Each side first runs one untimed step (compilation, allocation). With
@@ -249,7 +258,9 @@ def bench_train(config, batch, seq, steps=2, dtype="float32", remat=None, vs_hf=
     one optimizer update (ours inside one jitted step, transformers as M
     backward passes accumulating `.grad`). The float32 (or bf16) matmul peak
     is measured in the same process before and after the steps; MFU is
-    against the larger of the two.
+    against the larger of the two. `peak_size` is the matmul's side (default
+    2048 on a CPU, 8192 on an accelerator, where a small one would time
+    launch overhead and understate the peak).
 
     Returns a dict; `ours`/`hf` hold `step_s` (every timed step),
     `tokens_per_s` (median step), `mfu`, `peak_rss_bytes` (this process's
@@ -265,6 +276,7 @@ def bench_train(config, batch, seq, steps=2, dtype="float32", remat=None, vs_hf=
     step_flops = flops.train_flops_per_step(config, batch, seq)
     matmul_dtype = "bfloat16" if "bfloat16" in dtype else "float32"
     framework = "jax" if keras.config.backend() == "jax" else "torch"
+    peak_size = peak_size or (2048 if peak.on_cpu(framework) else 8192)
     result = {
         "backend": keras.config.backend(), "machine": report.machine(), "config": config,
         "batch": batch, "seq": seq, "dtype": dtype, "remat": remat, "microbatches": microbatches, "steps": steps,

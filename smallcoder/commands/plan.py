@@ -2,7 +2,7 @@
 
 import click
 
-DEVICE_CHOICES = ["tpu-v4", "tpu-v5e", "tpu-v5p", "h100", "cpu"]
+DEVICE_CHOICES = ["tpu-v4", "tpu-v5e", "tpu-v5p", "h100", "h200", "cpu"]
 
 
 @click.command("plan")

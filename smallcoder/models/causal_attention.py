@@ -1,6 +1,7 @@
 """Block-causal attention for training and full-sequence forwards: the masked upper triangle is never computed."""
 
 import math
+import os
 
 import keras
 from keras import ops
@@ -13,6 +14,30 @@ BLOCK_SIZE = 256
 
 # Scores of masked pairs; finite so a fully masked row cannot produce NaNs.
 MASKED_SCORE = -1e9
+
+# Which kernel runs causal attention on JAX: "auto" (cuDNN flash attention on
+# a GPU for bfloat16/float16 queries, the query blocks below elsewhere),
+# "cudnn" or "blocks".
+ATTENTION_ENV = "SMALLCODER_ATTENTION"
+ATTENTION_CHOICES = ("auto", "cudnn", "blocks")
+
+
+def attention_implementation(dtype):
+    """`"cudnn"` or `"blocks"`: the kernel `block_causal_attention` runs for queries of `dtype`.
+
+    Set `SMALLCODER_ATTENTION` to force one. cuDNN's kernel needs a GPU and
+    16-bit inputs, so `"auto"` picks it only there.
+    """
+    choice = os.environ.get(ATTENTION_ENV, "auto")
+    if choice not in ATTENTION_CHOICES:
+        raise ValueError(f"{ATTENTION_ENV}={choice!r}: expected one of {', '.join(ATTENTION_CHOICES)}.")
+    if choice != "auto":
+        return choice
+    if keras.config.backend() != "jax" or str(dtype) not in ("bfloat16", "float16"):
+        return "blocks"
+    import jax
+
+    return "cudnn" if jax.devices()[0].platform == "gpu" else "blocks"
 
 
 def block_causal_attention(query, key, value, attention_mask, block_size=BLOCK_SIZE):
@@ -36,6 +61,10 @@ def block_causal_attention(query, key, value, attention_mask, block_size=BLOCK_S
     Returns:
         (B, T, N, H), in the dtype of `value`. Softmax runs in float32.
     """
+    if keras.config.backend() == "jax" and attention_implementation(query.dtype) == "cudnn":
+        from smallcoder.models.fused_jax import cudnn_causal_attention
+
+        return cudnn_causal_attention(query, key, value, attention_mask)
     batch, length, num_heads, head_dim = ops.shape(query)
     num_kv_heads = ops.shape(key)[2]
     groups = num_heads // num_kv_heads

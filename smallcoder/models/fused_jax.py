@@ -139,6 +139,27 @@ def attention_block(query, key, value, mask):
     return _attention_block_fwd(query, key, value, mask)[0]
 
 
+def cudnn_causal_attention(query, key, value, attention_mask):
+    """cuDNN flash attention (GPU; bfloat16/float16), causal, with `attention_mask` as a bias.
+
+    cuDNN skips the key blocks past each query block (`is_causal`), and the
+    mask (padding, packed segments) is added as a bias inside the kernel; no
+    (T, T) score matrix is kept for the backward pass. Grouped KV heads are
+    passed as they are (K may divide N).
+
+    Args:
+        query: (B, T, N, H); key, value: (B, T, K, H).
+        attention_mask: bool (B, T, T), causal.
+
+    Returns:
+        (B, T, N, H) in the query's dtype.
+    """
+    return jax.nn.dot_product_attention(
+        query, key.astype(query.dtype), value.astype(query.dtype), mask=attention_mask[:, None],
+        is_causal=True, implementation="cudnn",
+    )
+
+
 def _attention_block_fwd(query, key, value, mask):
     scores = jnp.einsum("bkgqh,bksh->bkgqs", query, key, preferred_element_type=jnp.float32)
     scores = jnp.where(mask, scores, MASKED_SCORE)

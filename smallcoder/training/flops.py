@@ -18,6 +18,7 @@ DEVICES = {
     "tpu-v5e": {"peak_flops": 197e12, "memory": 16 * 2**30},
     "tpu-v5p": {"peak_flops": 459e12, "memory": 95 * 2**30},
     "h100": {"peak_flops": 989e12, "memory": 80 * 2**30},
+    "h200": {"peak_flops": 989e12, "memory": 141 * 10**9},
 }
 
 
@@ -41,7 +42,7 @@ def device_name(device):
     """Map a JAX/Keras device to a `DEVICES` key, or `"cpu"`/None."""
     kind = getattr(device, "device_kind", str(device)).lower()
     for key, needle in (("tpu-v5p", "v5p"), ("tpu-v5e", "v5 lite"), ("tpu-v5e", "v5e"),
-                        ("tpu-v4", "v4"), ("h100", "h100")):
+                        ("tpu-v4", "v4"), ("h200", "h200"), ("h100", "h100")):
         if needle in kind:
             return key
     return "cpu" if "cpu" in kind else None
