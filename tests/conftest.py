@@ -8,6 +8,10 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     ).strip()
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# On a GPU, JAX runs float32 matmuls in TF32 by default (~1e-3 relative error);
+# the tests compare float32 math at tight tolerances, so they ask for full
+# float32 precision (on a CPU it is full precision either way, at the same speed).
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402

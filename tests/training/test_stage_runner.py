@@ -55,14 +55,15 @@ def test_demo_stage_trains_checkpoints_exports_and_summarises(tmp_path):
 
 def test_a_remat_recipe_trains(tmp_path):
     lines = []
-    recipe = load_recipe("sft", demo=True, overrides=[*TINY, "model.remat=full", "training.tokens=1024",
-                                                       "export.hf=false", "checkpoint.every_steps=100"])
+    # 10 steps (TINY): over 4 warm-up steps the loss need not fall (it rose on one GPU's initialisation).
+    recipe = load_recipe("sft", demo=True, overrides=[*TINY, "model.remat=full", "export.hf=false",
+                                                       "checkpoint.every_steps=100"])
     if keras.config.backend() == "tensorflow":
         with pytest.raises(TrainingError, match=r"--set: model\.remat: 'full' is not supported on the TensorFlow"):
             run_stage(recipe, output_dir=str(tmp_path), echo=lines.append)
         return
     summary = run_stage(recipe, output_dir=str(tmp_path), echo=lines.append)
-    assert summary["steps"] == 4 and summary["first_loss"] > summary["last_loss"] > 0
+    assert summary["steps"] == 10 and summary["first_loss"] > summary["last_loss"] > 0
     assert "model: remat full" in "\n".join(lines)
     with open(tmp_path / "model" / "config.json") as f:
         assert json.load(f)["config"]["remat"] == "full"
