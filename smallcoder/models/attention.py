@@ -126,10 +126,13 @@ class SmallCoderAttention(keras.layers.Layer):
     def _rotate(self, query, key, positions):
         """RoPE on query (B, T, N, H) and key (B, T, K, H).
 
-        With the fused kernels, one (B, T, 1, H) cos/sin table (keras-hub's
-        own, so values are identical) is computed per layer and kept for the
-        backward pass: XLA otherwise recomputed cos and sin inside the
-        gradient fusions, once per head (≈ 7 ms per layer at 1x1024).
+        With the fused kernels, keras-hub's own cos/sin table (so values are
+        identical) is computed while tracing for positions 0..T-1 and its
+        rows gathered by position (B, T, 1, H), behind an optimisation
+        barrier, for the forward and backward of query and key. With cos and
+        sin in the graph, XLA fused them into the backward's gradient fusions
+        and evaluated them per element and head (≈ 7.7 ms per layer and
+        tensor at 1x1024 on XLA:CPU).
         """
         if not self._uses_fused_kernels():
             return (self.rotary_embedding(query, positions=positions),
@@ -139,11 +142,8 @@ class SmallCoderAttention(keras.layers.Layer):
         from smallcoder.models.fused_jax import rotary
 
         if isinstance(query.shape[1], int):
-            # Positions restart per segment, so all are < T: gather rows of a
-            # (T, 1, H) table that is computed while tracing (a constant of the
-            # compiled step). With cos/sin in the graph, XLA fused them into the
-            # backward's gradient fusions and evaluated them per element and
-            # head (≈ 7.7 ms per layer and tensor at 1x1024 on XLA:CPU).
+            # Positions restart per segment, so all are < T: the (T, 1, H)
+            # table is a constant of the compiled step.
             with jax.ensure_compile_time_eval():
                 cos, sin = self.rotary_embedding._compute_cos_sin_embedding(query, 0)  # (1, T, 1, H)
             cos, sin = (jax.numpy.take(table[0], positions, axis=0) for table in (cos, sin))  # (B, T, 1, H)
