@@ -23,3 +23,16 @@ def test_303m_flops_match_a_hand_count():
     assert decode_bytes_per_token(config, 2.0) == 2 * (n + d)
     # int8 blocks, float32 output projection and embedding row.
     assert decode_bytes_per_token(config, 1.0, 4.0) == (n - vocab * d) + 4 * (vocab * d + d)
+
+
+def test_device_kinds_map_to_the_table():
+    """JAX's `device_kind` strings (as an H200 and an H100 report them here) pick their datasheet peaks."""
+    from types import SimpleNamespace
+
+    from smallcoder.training.flops import DEVICES, device_name, peak_flops
+
+    assert device_name(SimpleNamespace(device_kind="NVIDIA H200")) == "h200"
+    assert device_name(SimpleNamespace(device_kind="NVIDIA H100 80GB HBM3")) == "h100"
+    assert device_name(SimpleNamespace(device_kind="TPU v5 lite")) == "tpu-v5e"
+    assert device_name(SimpleNamespace(device_kind="cpu")) == "cpu"
+    assert peak_flops("h200") == (DEVICES["h200"]["peak_flops"], "h200 table")
