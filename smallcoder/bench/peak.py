@@ -27,12 +27,19 @@ def _jax_runner(size, dtype):
 def _torch_runner(size, dtype):
     import torch
 
-    device = "cpu" if on_cpu("torch") else "cuda"
+    device = torch_device()
     a = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
     b = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
     if device == "cpu":
         return lambda: torch.mm(a, b)
     return lambda: (torch.mm(a, b), torch.cuda.synchronize())
+
+
+def torch_device():
+    """`"cuda"` where torch sees a GPU, else `"cpu"`: where the torch side runs."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def on_cpu(framework="jax"):
@@ -41,9 +48,7 @@ def on_cpu(framework="jax"):
         import jax
 
         return jax.devices()[0].platform == "cpu"
-    import torch
-
-    return not torch.cuda.is_available()
+    return torch_device() == "cpu"
 
 
 def matmul_peak(size=2048, dtype="float32", repeats=5, framework="jax"):

@@ -7,6 +7,8 @@ this package's callable in one process.
 
 import numpy as np
 
+from smallcoder.bench.peak import torch_device
+
 
 def hf_llama_config(config, dtype="float32"):
     """A `transformers.LlamaConfig` with the dims of backbone `config` (a dict of init args)."""
@@ -40,13 +42,6 @@ def _torch_dtype(dtype):
     import torch
 
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[_weight_dtype(dtype)]
-
-
-def torch_device():
-    """`"cuda"` where torch sees a GPU, else `"cpu"` (the reference runs where a user's would)."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def hf_train_step(config, batch, seq, dtype="float32", seed=0, microbatches=1):
