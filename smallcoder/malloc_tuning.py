@@ -17,7 +17,7 @@ Measured on loss + gradients of the 303M model at 1x1024 (JAX, 2 cores):
 with `hugetlb=1` alone 12.0-12.7 s, 1.9 s of it in the kernel (page faults:
 18.8 K, most of them 2 MiB pages zeroed by the kernel); with all four
 10.2-10.4 s, 0.03 s in the kernel, no page faults after the first step, and
-a lower peak RSS (8.2 vs 8.7 GB). The memory the process has once held stays
+a lower peak RSS (7.8 vs 8.3 GiB). The memory the process has once held stays
 with it until it exits (as with a GPU framework's allocator pool).
 
 glibc reads `GLIBC_TUNABLES` only when a process starts, so the `smallcoder`
