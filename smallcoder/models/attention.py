@@ -172,33 +172,54 @@ class SmallCoderAttention(keras.layers.Layer):
     def call_with_cache(self, hidden_states, positions, attention_mask, cache, cache_update_index):
         """Attention of T new tokens over a per-layer KV cache (the decoding path).
 
-        Kept apart from `call` (the training path): the cache is laid out
-        (B, K, S, H), so the attention dots read it with no per-step
-        transpose, and only the T new positions are written.
+        Kept apart from `call` (the training path), and laid out for XLA:CPU's
+        one-token matrix-vector products, which are bound by reading the
+        weights (each layout choice below measured on the 303M model, batch 1):
+        - Projections are 2-D matmuls over the kernels reshaped to (D, N*H)
+          and (N*H, D), a free reshape. Through `EinsumDense`'s "btnh,nhd"
+          equation XLA copied the (N, H, D) output kernel transposed every
+          step, and the query kernel too (two 2.4 MB copies per layer and
+          token at 303M).
+        - The cache is 3-D, one batch axis B*K: key and value (B*K, S, H).
+          Both attention products take the cache as the left operand, the
+          new queries as vectors: scores = key @ q (B*K, S, G*T), outputs =
+          value^T @ weights (B*K, H, G*T). With a 4-D (B, K, S, H) cache XLA
+          duplicated the in-place cache update into the dots' operand fusion
+          and copied each cache array three times per layer and step; with
+          the query as left operand it copied the key cache transposed each
+          step; a transposed (B*K, H, S) value cache made the batch-16 step's
+          value product 1.5x slower.
+        Quantized (int8) projections keep their layers' own calls.
 
         Args:
             hidden_states: float (B, T, D).
             positions: int (B, T). RoPE position of each new token.
             attention_mask: bool (T, S), shared by every row: True where new
                 token t may see cache position s.
-            cache: `(key, value)`, each float (B, K, S, H).
+            cache: `(key, value)`, each (B*K, S, H)
+                (`SmallCoderBackbone.empty_cache`).
             cache_update_index: int scalar, where the T new entries go.
 
         Returns:
             `(outputs (B, T, D), (key, value))` with the new entries written.
         """
-        query = self.rotary_embedding(self.query(hidden_states), positions=positions)  # (B, T, N, H)
-        key = self.rotary_embedding(self.key(hidden_states), positions=positions)  # (B, T, K, H)
-        value = self.value(hidden_states)  # (B, T, K, H)
+        batch_size, length = ops.shape(hidden_states)[:2]
+        N, K, H = self.num_query_heads, self.num_key_value_heads, self.head_dim
+        query = self.rotary_embedding(_project(self.query, hidden_states, (N, H)), positions=positions)  # (B, T, N, H)
+        key = self.rotary_embedding(_project(self.key, hidden_states, (K, H)), positions=positions)  # (B, T, K, H)
+        value = _project(self.value, hidden_states, (K, H))  # (B, T, K, H)
         key_cache, value_cache = cache
-        start = [0, 0, cache_update_index, 0]
         # Transposing the T new entries is cheap; transposing the cache is not.
-        key_cache = ops.slice_update(key_cache, start, ops.cast(ops.transpose(key, (0, 2, 1, 3)), key_cache.dtype))
-        value_cache = ops.slice_update(
-            value_cache, start, ops.cast(ops.transpose(value, (0, 2, 1, 3)), value_cache.dtype)
-        )
+        key = ops.reshape(ops.transpose(key, (0, 2, 1, 3)), (batch_size * K, length, H))
+        value = ops.reshape(ops.transpose(value, (0, 2, 1, 3)), (batch_size * K, length, H))
+        key_cache = ops.slice_update(key_cache, [0, cache_update_index, 0], ops.cast(key, key_cache.dtype))
+        value_cache = ops.slice_update(value_cache, [0, cache_update_index, 0], ops.cast(value, value_cache.dtype))
         attended = cached_attention(query, key_cache, value_cache, attention_mask)  # (B, T, N, H)
-        return self.attention_output(attended), (key_cache, value_cache)
+        if getattr(self.attention_output, "quantization_mode", None) is not None:
+            return self.attention_output(attended), (key_cache, value_cache)
+        kernel = ops.reshape(self.attention_output.kernel, (N * H, -1))  # (N*H, D)
+        outputs = ops.matmul(ops.reshape(attended, (batch_size * length, N * H)), ops.cast(kernel, attended.dtype))
+        return ops.reshape(outputs, (batch_size, length, -1)), (key_cache, value_cache)
 
     def get_config(self):
         config = super().get_config()
@@ -214,29 +235,52 @@ class SmallCoderAttention(keras.layers.Layer):
         return config
 
 
-def cached_attention(query, key, value, attention_mask):
-    """Softmax attention of new queries over a (B, K, S, H) cache, grouped KV heads.
+def _project(layer, hidden_states, heads_shape):
+    """`layer(hidden_states)` of an `EinsumDense` "btd,d..." projection, as a 2-D matmul when its kernel is float.
 
-    An explicit einsum instead of `ops.dot_product_attention`: the latter
-    wants keys as (B, S, K, H) and equal head counts on some backends, which
-    would cost a transpose (and a repeat) of the whole cache every step.
+    Args:
+        hidden_states: (B, T, D).
+        heads_shape: the kernel's output axes, e.g. (N, H).
+
+    Returns:
+        (B, T, *heads_shape).
+    """
+    if getattr(layer, "quantization_mode", None) is not None:
+        return layer(hidden_states)
+    batch_size, length, hidden_dim = ops.shape(hidden_states)
+    kernel = ops.cast(ops.reshape(layer.kernel, (hidden_dim, -1)), hidden_states.dtype)  # (D, prod(heads_shape))
+    outputs = ops.matmul(ops.reshape(hidden_states, (batch_size * length, hidden_dim)), kernel)
+    return ops.reshape(outputs, (batch_size, length, *heads_shape))
+
+
+def cached_attention(query, key, value, attention_mask):
+    """Softmax attention of new queries over a 3-D KV cache, grouped KV heads.
+
+    Explicit batched matmuls instead of `ops.dot_product_attention`: the
+    latter wants keys as (B, S, K, H) and equal head counts on some backends,
+    which would cost a transpose (and a repeat) of the whole cache every step.
+    Scores and weights stay (B*K, S, G*T), so that the cache is the left
+    operand of both products (see `SmallCoderAttention.call_with_cache`).
 
     Args:
         query: float (B, T, N, H), N = K * G.
-        key, value: float (B, K, S, H).
+        key, value: float (B*K, S, H).
         attention_mask: bool (T, S).
 
     Returns:
         float (B, T, N, H), in the query's dtype.
     """
     batch_size, length, num_query_heads, head_dim = ops.shape(query)
-    num_key_value_heads = ops.shape(key)[1]
+    rows, cache_length, _ = ops.shape(key)
+    num_key_value_heads = rows // batch_size
     groups = num_query_heads // num_key_value_heads
     query = ops.reshape(query, (batch_size, length, num_key_value_heads, groups, head_dim))
+    query = ops.reshape(ops.transpose(query, (0, 2, 4, 3, 1)), (rows, head_dim, groups * length))  # (B*K, H, G*T)
     query = query * ops.cast(1.0 / head_dim**0.5, query.dtype)
-    scores = ops.einsum("btkgh,bksh->bkgts", query, ops.cast(key, query.dtype))  # (B, K, G, T, S)
-    scores = ops.cast(scores, "float32")
-    scores = ops.where(attention_mask, scores, ops.cast(-1e30, "float32"))
-    weights = ops.cast(ops.softmax(scores, axis=-1), query.dtype)
-    attended = ops.einsum("bkgts,bksh->btkgh", weights, ops.cast(value, query.dtype))  # (B, T, K, G, H)
-    return ops.reshape(attended, (batch_size, length, num_query_heads, head_dim))
+    scores = ops.cast(ops.matmul(ops.cast(key, query.dtype), query), "float32")  # (B*K, S, G*T)
+    scores = ops.reshape(scores, (rows, cache_length, groups, length))
+    scores = ops.where(ops.expand_dims(ops.transpose(attention_mask), 1), scores, ops.cast(-1e30, "float32"))
+    weights = ops.cast(ops.reshape(ops.softmax(scores, axis=1), (rows, cache_length, groups * length)), query.dtype)
+    attended = ops.einsum("bsh,bsq->bhq", ops.cast(value, query.dtype), weights)  # (B*K, H, G*T)
+    attended = ops.reshape(attended, (batch_size, num_key_value_heads, head_dim, groups, length))
+    return ops.reshape(ops.transpose(attended, (0, 4, 1, 3, 2)), (batch_size, length, num_query_heads, head_dim))

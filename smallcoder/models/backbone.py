@@ -147,15 +147,17 @@ class SmallCoderBackbone(Backbone):
         self.initializer_range = initializer_range
         self.remat = remat
 
-    def call_with_cache(self, token_ids, cache, cache_update_index):
+    def call_with_cache(self, token_ids, cache, cache_update_index, decode_kernels=None):
         """Forward T new tokens against a per-layer KV cache of the whole sequence.
 
         Args:
             token_ids: int (B, T), tokens at positions
                 `cache_update_index … cache_update_index + T - 1`.
-            cache: a tuple of L `(key, value)` pairs, each float (B, K, S, H)
-                (see `empty_cache`).
+            cache: a tuple of L `(key, value)` pairs, key and value each
+                (B*K, S, H) (see `empty_cache`).
             cache_update_index: int scalar.
+            decode_kernels: optional, `decode_kernels()` made outside the
+                decoding loop (faster one-token steps).
 
         Returns:
             `(hidden_states (B, T, D), cache)`; every earlier cache position is
@@ -165,7 +167,7 @@ class SmallCoderBackbone(Backbone):
         # layer out and writing it back made XLA:CPU copy the whole cache per
         # layer per step. One array pair per layer is updated in place.
         length = ops.shape(token_ids)[1]
-        cache_length = ops.shape(cache[0][0])[2]
+        cache_length = ops.shape(cache[0][0])[1]  # key (B*K, S, H)
         query_index = ops.arange(length) + cache_update_index  # (T,)
         attention_mask = ops.expand_dims(query_index, 1) >= ops.expand_dims(ops.arange(cache_length), 0)  # (T, S)
         batch_size = ops.shape(token_ids)[0]
@@ -173,16 +175,27 @@ class SmallCoderBackbone(Backbone):
 
         x = self.token_embedding(token_ids)
         new_cache = []
-        for block, layer_cache in zip(self.transformer_layers, cache):
-            x, layer_cache = block.call_with_cache(x, positions, attention_mask, layer_cache, cache_update_index)
+        decode_kernels = decode_kernels or (None,) * len(self.transformer_layers)
+        for block, layer_cache, kernel in zip(self.transformer_layers, cache, decode_kernels):
+            x, layer_cache = block.call_with_cache(x, positions, attention_mask, layer_cache, cache_update_index, kernel)
             new_cache.append(layer_cache)
         return self.final_norm(x), tuple(new_cache)
 
+    def decode_kernels(self):
+        """Per block, its `decode_kernel()` (or None): to make once per `generate` call, before the loop."""
+        return tuple(block.decode_kernel() for block in self.transformer_layers)
+
     def empty_cache(self, batch_size, cache_length, dtype=None):
-        """A zero KV cache: a tuple of `num_layers` `(key, value)` pairs, each (B, K, S, H)."""
-        shape = (batch_size, self.num_key_value_heads, cache_length, self.head_dim)
+        """A zero KV cache: a tuple of `num_layers` `(key, value)` pairs, key
+        and value each (B*K, S, H) (the layout is explained in
+        `SmallCoderAttention.call_with_cache`)."""
+        rows = batch_size * self.num_key_value_heads
         dtype = dtype or self.compute_dtype
-        return tuple((ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype)) for _ in range(self.num_layers))
+        return tuple(
+            (ops.zeros((rows, cache_length, self.head_dim), dtype=dtype),
+             ops.zeros((rows, cache_length, self.head_dim), dtype=dtype))
+            for _ in range(self.num_layers)
+        )
 
     def get_config(self):
         config = super().get_config()

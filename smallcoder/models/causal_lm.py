@@ -170,16 +170,16 @@ class SmallCoderCausalLM(CausalLM):
             self.quantize(choice)
 
     # === Generation ===
-    def call_with_cache(self, token_ids, cache, cache_update_index):
-        """Logits (B, T, V), hidden states (B, T, D) and the updated cache."""
-        hidden_states, cache = self.backbone.call_with_cache(token_ids, cache, cache_update_index)
+    def call_with_cache(self, token_ids, cache, cache_update_index, decode_kernels=None):
+        """Logits (B, T, V), hidden states (B, T, D) and the updated cache (see `SmallCoderBackbone`)."""
+        hidden_states, cache = self.backbone.call_with_cache(token_ids, cache, cache_update_index, decode_kernels)
         logits = self.backbone.token_embedding(hidden_states, reverse=True)
         return logits, hidden_states, cache
 
     def _build_cache(self, prompt_ids, cache_length):
         """Prefill: run the prompt block (B, P) into a zero cache of `cache_length` positions.
 
-        The cache is a tuple of per-layer `(key, value)` pairs, each (B, K, S, H)
+        The cache is a tuple of per-layer `(key, value)` pairs, each (B*K, S, H)
         (`SmallCoderBackbone.empty_cache`); keras-hub samplers carry it through
         their loop as an opaque structure.
         """
@@ -208,12 +208,15 @@ class SmallCoderCausalLM(CausalLM):
         prompt_ids = inputs.get("prompt_ids", token_ids)
         hidden_states, cache = self._build_cache(prompt_ids, ops.shape(token_ids)[1])
         index = ops.min(ops.sum(ops.cast(padding_mask, "int32"), axis=-1))
+        # Made here, outside the sampler's loop; one-row decoding only (at 16
+        # rows the (16, F) x (F, D) product is faster on the kernel as it is).
+        decode_kernels = self.backbone.decode_kernels() if token_ids.shape[0] == 1 else None
 
         def next(prompt, cache, index):
             # Feed the token at index - 1; its logits predict token `index`.
             batch_size = ops.shape(prompt)[0]
             prompt = ops.slice(prompt, [0, index - 1], [batch_size, 1])
-            logits, hidden_states, cache = self.call_with_cache(prompt, cache, index - 1)
+            logits, hidden_states, cache = self.call_with_cache(prompt, cache, index - 1, decode_kernels)
             return ops.squeeze(logits, axis=1), ops.squeeze(hidden_states, axis=1), cache
 
         sampler = self.sampler
