@@ -18,8 +18,9 @@ import click
               help="Wrap each prompt in the chat format (User: …\\nAssistant:).")
 @click.option("--quantize", default=None, type=click.Choice(["int8", "int8-blocks"]),
               help="Quantize the weights (Keras quantize('int8'): int8 kernels, per-token int8 activations) "
-              "before generating; 'int8-blocks' keeps the embedding and output projection float32. Faster on "
-              "CPU, but greedy output may differ from float32 (measured in docs/bench.md).")
+              "before generating; 'int8-blocks' keeps the embedding and output projection float32. Smaller "
+              "weights; on the 2-core CPU no faster than float32 at batch 1 (XLA:CPU's int8 products are "
+              "slow), and greedy output may differ from float32 (measured in docs/bench.md).")
 def command(prompts, model_path, max_new_tokens, sampler, temperature, top_k, top_p, seed, chat, quantize):
     """Generate a continuation for each PROMPT (batched together)."""
     import keras_hub
