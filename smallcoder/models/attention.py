@@ -174,7 +174,7 @@ class SmallCoderAttention(keras.layers.Layer):
 
         Kept apart from `call` (the training path), and laid out for XLA:CPU's
         one-token matrix-vector products, which are bound by reading the
-        weights (each layout choice below measured on the 303M model, batch 1):
+        weights (each layout choice below measured on the 303M model):
         - Projections are 2-D matmuls over the kernels reshaped to (D, N*H)
           and (N*H, D), a free reshape. Through `EinsumDense`'s "btnh,nhd"
           equation XLA copied the (N, H, D) output kernel transposed every
