@@ -7,15 +7,18 @@ from keras_hub.layers import RotaryEmbedding
 from smallcoder.models.causal_attention import block_causal_attention
 
 
+def is_quantized(layer):
+    """Whether Keras `quantize()` replaced this layer's float kernel (int8, float8)."""
+    return getattr(layer, "quantization_mode", None) is not None
+
+
 def uses_fused_kernels(*layers):
     """Whether the training path may run `fused_jax` over these layers' kernels.
 
     JAX only, and only plain float kernels: quantized (int8, float8) layers
     keep their own calls.
     """
-    return keras.config.backend() == "jax" and all(
-        getattr(layer, "quantization_mode", None) is None for layer in layers
-    )
+    return keras.config.backend() == "jax" and not any(is_quantized(layer) for layer in layers)
 
 
 class SmallCoderAttention(keras.layers.Layer):
@@ -215,11 +218,8 @@ class SmallCoderAttention(keras.layers.Layer):
         key_cache = ops.slice_update(key_cache, [0, cache_update_index, 0], ops.cast(key, key_cache.dtype))
         value_cache = ops.slice_update(value_cache, [0, cache_update_index, 0], ops.cast(value, value_cache.dtype))
         attended = cached_attention(query, key_cache, value_cache, attention_mask)  # (B, T, N, H)
-        if getattr(self.attention_output, "quantization_mode", None) is not None:
-            return self.attention_output(attended), (key_cache, value_cache)
-        kernel = ops.reshape(self.attention_output.kernel, (N * H, -1))  # (N*H, D)
-        outputs = ops.matmul(ops.reshape(attended, (batch_size * length, N * H)), ops.cast(kernel, attended.dtype))
-        return ops.reshape(outputs, (batch_size, length, -1)), (key_cache, value_cache)
+        hidden_dim = ops.shape(hidden_states)[-1]
+        return _project(self.attention_output, attended, (hidden_dim,)), (key_cache, value_cache)
 
     def get_config(self):
         config = super().get_config()
@@ -235,22 +235,22 @@ class SmallCoderAttention(keras.layers.Layer):
         return config
 
 
-def _project(layer, hidden_states, heads_shape):
-    """`layer(hidden_states)` of an `EinsumDense` "btd,d..." projection, as a 2-D matmul when its kernel is float.
+def _project(layer, inputs, output_axes):
+    """`layer(inputs)` of an `EinsumDense` projection ("btd,dnh", "btnh,nhd"), as a 2-D matmul when its kernel is float.
 
     Args:
-        hidden_states: (B, T, D).
-        heads_shape: the kernel's output axes, e.g. (N, H).
+        inputs: (B, T, *input_axes), the axes the kernel contracts.
+        output_axes: the kernel's output axes, e.g. (N, H) or (D,).
 
     Returns:
-        (B, T, *heads_shape).
+        (B, T, *output_axes).
     """
-    if getattr(layer, "quantization_mode", None) is not None:
-        return layer(hidden_states)
-    batch_size, length, hidden_dim = ops.shape(hidden_states)
-    kernel = ops.cast(ops.reshape(layer.kernel, (hidden_dim, -1)), hidden_states.dtype)  # (D, prod(heads_shape))
-    outputs = ops.matmul(ops.reshape(hidden_states, (batch_size * length, hidden_dim)), kernel)
-    return ops.reshape(outputs, (batch_size, length, *heads_shape))
+    if is_quantized(layer):
+        return layer(inputs)
+    batch_size, length = ops.shape(inputs)[:2]
+    rows = ops.reshape(inputs, (batch_size * length, -1))  # (B*T, prod(input_axes))
+    kernel = ops.cast(ops.reshape(layer.kernel, (ops.shape(rows)[1], -1)), inputs.dtype)
+    return ops.reshape(ops.matmul(rows, kernel), (batch_size, length, *output_axes))
 
 
 def cached_attention(query, key, value, attention_mask):

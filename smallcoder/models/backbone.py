@@ -189,13 +189,9 @@ class SmallCoderBackbone(Backbone):
         """A zero KV cache: a tuple of `num_layers` `(key, value)` pairs, key
         and value each (B*K, S, H) (the layout is explained in
         `SmallCoderAttention.call_with_cache`)."""
-        rows = batch_size * self.num_key_value_heads
+        shape = (batch_size * self.num_key_value_heads, cache_length, self.head_dim)
         dtype = dtype or self.compute_dtype
-        return tuple(
-            (ops.zeros((rows, cache_length, self.head_dim), dtype=dtype),
-             ops.zeros((rows, cache_length, self.head_dim), dtype=dtype))
-            for _ in range(self.num_layers)
-        )
+        return tuple((ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype)) for _ in range(self.num_layers))
 
     def get_config(self):
         config = super().get_config()

@@ -129,7 +129,7 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         generating). Quantized kernels and other backends keep the layer call;
         `generate_step` asks for it for batches of one row only.
         """
-        if keras.config.backend() != "jax" or not uses_fused_kernels(self.feedforward_output):
+        if not uses_fused_kernels(self.feedforward_output):  # JAX and float kernels only
             return None
         return ops.transpose(self.feedforward_output.kernel)
 
