@@ -49,6 +49,7 @@ SCHEMA = {
         "global_batch": (int,),
         "gradient_accumulation_steps": (int,),
         "microbatches": (int,),
+        "data_streams": (int, str),
         "seed": (int,),
     },
     "optimizer": {
@@ -70,7 +71,7 @@ SCHEMA = {
         "layout": Choice(("data", "fsdp", "tensor", "fsdp_tensor", "none")),
         "mesh": (str,),
     },
-    "checkpoint": {"every_steps": (int,), "keep": (int,)},
+    "checkpoint": {"every_steps": (int,), "keep": (int,), "dir": (str, type(None))},
     "logging": {"every_steps": (int,), "tensorboard": (bool,)},
     "eval": {"tasks": (list,), "limit": (int, type(None))},
     "export": {"hf": (bool,), "dtype": (str,)},
@@ -335,6 +336,14 @@ class Recipe:
         return self["training.global_batch"] // self["training.gradient_accumulation_steps"]
 
     @property
+    def data_streams(self):
+        """Data streams making up each micro-batch (`training.data_streams`; auto: see `streams`)."""
+        from smallcoder.data.streams import auto_streams
+
+        value = self["training.data_streams"]
+        return auto_streams(self.micro_batch) if value in (None, "auto") else value
+
+    @property
     def warmup_steps(self):
         return int(round(self["schedule.warmup"] * self.steps))
 
@@ -371,6 +380,7 @@ class Recipe:
             "tokens_per_step": self.tokens_per_step,
             "steps": self.steps,
             "micro_batch": self.micro_batch,
+            "data_streams": self.data_streams,
             "warmup_steps": self.warmup_steps,
             "decay_steps": self.decay_steps,
             "stable_steps": self.steps - self.warmup_steps - (self.decay_steps if self["schedule.type"] == "wsd" else 0),
@@ -395,6 +405,9 @@ class Recipe:
             f"steps:             {d['steps']:,} = tokens // tokens per step",
             f"micro-batch:       {d['micro_batch']} x {self['training.gradient_accumulation_steps']} "
             f"accumulation steps; each run as {self['training.microbatches']} in-step microbatch(es)",
+            f"data streams:      {d['data_streams']} of {d['micro_batch'] // d['data_streams']} row(s) each "
+            f"({'auto' if self['training.data_streams'] in (None, 'auto') else 'set'}; the same batches "
+            "for any process count)",
             f"warmup steps:      {d['warmup_steps']:,} ({self['schedule.warmup']:g} of steps)",
         ]
         if self["schedule.type"] == "wsd":
@@ -482,6 +495,11 @@ def _check_values(recipe):
         fail("schedule.decay", "warmup + decay fractions exceed 1.")
     if not all(isinstance(s, str) for s in recipe["optimizer.exclude_from_weight_decay"] or []):
         fail("optimizer.exclude_from_weight_decay", "must be a list of variable-name substrings.")
+    streams = recipe["training.data_streams"]
+    if streams not in (None, "auto") and (isinstance(streams, str) or streams < 1
+                                          or recipe.micro_batch % streams):
+        fail("training.data_streams", f"must be auto or a positive divisor of the micro-batch "
+             f"({recipe.micro_batch}), got {streams!r}.")
     mesh = recipe["distribution.mesh"]
     if mesh not in (None, "auto") and not re.fullmatch(r"\d+x\d+", mesh):
         fail("distribution.mesh", f"must be 'auto' or DATAxMODEL such as 2x4, got {mesh!r}.")

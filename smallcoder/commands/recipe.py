@@ -39,6 +39,35 @@ def show_command(name, demo, overrides):
     click.echo(_load(name, demo, overrides).describe())
 
 
+def multihost_options(function):
+    """`--coordinator/--num-processes/--process-id/--heartbeat-timeout` (a multi-process JAX job)."""
+    options = [
+        click.option("--coordinator", default=None, metavar="HOST:PORT",
+                     help="Process 0's address; with --num-processes and --process-id, join a multi-process "
+                          "JAX job (TPU pod, GPU cluster, or CPU processes rehearsing one). Without these "
+                          "flags, a Cloud TPU pod, SLURM or Open MPI job is detected; else one process."),
+        click.option("--num-processes", type=int, default=None, help="Processes in the job."),
+        click.option("--process-id", type=int, default=None, help="This process's rank, 0 .. N-1."),
+        click.option("--heartbeat-timeout", type=int, default=None, metavar="SECONDS",
+                     help="A process silent this long counts as lost and ends the job (default 100)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def join_job(coordinator, num_processes, process_id, heartbeat_timeout):
+    """Start the multi-process runtime (before anything touches JAX); return this process's echo."""
+    from smallcoder import multihost
+
+    try:
+        multihost.initialize(coordinator, num_processes, process_id,
+                             heartbeat_timeout=heartbeat_timeout or multihost.HEARTBEAT_TIMEOUT_S)
+    except multihost.MultiHostError as e:
+        raise click.ClickException(str(e)) from e
+    return click.echo if multihost.is_primary() else (lambda *args, **kwargs: None)
+
+
 @command.command("run")
 @click.argument("name")
 @click.option("--demo", is_flag=True, help="Demo sources and the tiny preset: minutes on a CPU, offline.")
@@ -47,13 +76,28 @@ def show_command(name, demo, overrides):
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Run folder (default: the recipe's `output`, e.g. runs/<stage>).")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the run folder.")
-def run_command(name, demo, overrides, output, resume):
+@multihost_options
+def run_command(name, demo, overrides, output, resume, coordinator, num_processes, process_id,
+                heartbeat_timeout):
     """Train stage NAME (base, code, math, sft), or `all` to chain base -> code -> math -> sft.
 
     \b
     Quickstart (2 CPU cores, about five minutes, offline):
         smallcoder recipe run sft --demo
+    \b
+    A multi-process job runs the same command in every process, e.g. two CPU
+    processes rehearsing a pod on one machine:
+        smallcoder recipe run sft --demo --coordinator 127.0.0.1:7777 \\
+            --num-processes 2 --process-id 0     (and --process-id 1)
     """
+    echo = join_job(coordinator, num_processes, process_id, heartbeat_timeout)
+    from smallcoder import multihost
+
+    if name == "all" and multihost.process_count() > 1:
+        raise click.ClickException(
+            "`recipe run all` chains the stages in one process; in a multi-process job run each stage "
+            "with its own command (`recipe run base`, then `code`, …): the processes leave the job "
+            "when a stage ends.")
     stages = CHAIN if name == "all" else (name,)
     if output and name == "all":
         # Each stage in its own folder under --output; init_from finds them there.
@@ -65,11 +109,11 @@ def run_command(name, demo, overrides, output, resume):
     from smallcoder.training import TrainingError, run_stage
 
     for recipe in recipes:
-        click.echo(f"=== stage {recipe.name}{' (demo)' if demo else ''}: {recipe['description'] or ''}")
-        click.echo(recipe.describe().split("# derived\n", 1)[1])
+        echo(f"=== stage {recipe.name}{' (demo)' if demo else ''}: {recipe['description'] or ''}")
+        echo(recipe.describe().split("# derived\n", 1)[1])
         try:
             check_init_from(recipe)
-            run_stage(recipe, resume=resume, output_dir=output, echo=click.echo)
+            run_stage(recipe, resume=resume, output_dir=output, echo=echo)
         except (TrainingError, RecipeError) as e:
             raise click.ClickException(str(e)) from e
         if name == "all":

@@ -37,9 +37,9 @@ class Pipeline:
     """
 
     def __init__(self, data_config, tokenizer, *, sequence_length, batch_size, seed=0,
-                 demo=False, split="train", process_index=0, process_count=1):
-        if not 0 <= process_index < process_count:
-            raise ValueError(f"process_index {process_index} is not in [0, {process_count}).")
+                 demo=False, split="train", shard_index=0, shard_count=1):
+        if not 0 <= shard_index < shard_count:
+            raise ValueError(f"shard_index {shard_index} is not in [0, {shard_count}).")
         if sequence_length < 1 or batch_size < 1:
             raise ValueError(f"sequence_length ({sequence_length}) and batch_size ({batch_size}) must be >= 1.")
         self.format = data_config.get("format", "text")
@@ -50,8 +50,8 @@ class Pipeline:
         self.names = [s["name"] for s in self.specs]
         self.streams = []
         for spec in self.specs:
-            reader = make_reader(spec, split=split, seed=seed, process_index=process_index,
-                                 process_count=process_count, repeat=split == "train")
+            reader = make_reader(spec, split=split, seed=seed, shard_index=shard_index,
+                                 shard_count=shard_count, repeat=split == "train")
             self.streams.append(DocumentStream(spec, reader, tokenizer, self.format))
         self.mixture = Mixture(self.streams, [s["weight"] for s in self.specs])
         pad_id = tokenizer.eos_token_id
@@ -136,19 +136,20 @@ class Pipeline:
 
 def build_pipeline(data_config: dict, tokenizer, *, sequence_length: int, batch_size: int,
                    seed: int = 0, demo: bool = False, split: str = "train",
-                   process_index: int = 0, process_count: int = 1) -> Pipeline:
+                   shard_index: int = 0, shard_count: int = 1) -> Pipeline:
     """Build the batch iterator for a recipe's `data:` section.
 
     Args:
         data_config: the `data:` mapping (schema in `smallcoder.data.config`).
         tokenizer: a `SmallCoderTokenizer` (e.g. `demo_tokenizer()` for --demo).
         sequence_length: T; windows hold T + 1 tokens.
-        batch_size: B, rows per batch on this process.
+        batch_size: B, rows per batch.
         seed: drives the demo corpora's shuffles.
         demo: read `data.demo` (offline stdlib corpora) instead of `data.sources`.
         split: "train" (repeats forever) or "validation" (one pass; demo
             corpora hold out 5%, other sources use their `validation:` overrides).
-        process_index, process_count: this process reads only its shard.
+        shard_index, shard_count: read only shard `shard_index` of
+            `shard_count` of every source (one data stream of several).
 
     Returns:
         A `Pipeline` yielding `({"token_ids", "padding_mask"}, y, sample_weight)`.
@@ -163,4 +164,4 @@ def build_pipeline(data_config: dict, tokenizer, *, sequence_length: int, batch_
     validate_data_config(data_config, "build_pipeline")
     return Pipeline(data_config, tokenizer, sequence_length=sequence_length,
                     batch_size=batch_size, seed=seed, demo=demo, split=split,
-                    process_index=process_index, process_count=process_count)
+                    shard_index=shard_index, shard_count=shard_count)

@@ -1,8 +1,8 @@
 """Record readers: one per source type, each seekable to a saved position.
 
 A reader yields raw records (a dict, or `str`/`bytes` for whole-file
-sources) one at a time from `next_record()`, reading only this process's
-shard. `tell()` is a JSON-serialisable position of the next record and
+sources) one at a time from `next_record()`, reading only its shard (the
+data stream it feeds, see `smallcoder.data.streams`). `tell()` is a JSON-serialisable position of the next record and
 `seek(position)` returns there exactly, which is what exact resume rests on.
 A training reader repeats (epoch += 1) when it runs out; a validation
 reader returns `END` after one pass.
@@ -71,13 +71,13 @@ class Reader:
 
     Subclasses define `_items(epoch)` (cheap items in order, e.g. lines or
     paths) and `_load(item)` (the record). Sharding keeps items with
-    `i % process_count == process_index`, before `_load`, so a process
+    `i % shard_count == shard_index`, before `_load`, so a data stream
     parses only its own records.
     """
 
-    def __init__(self, spec, *, split, seed, process_index, process_count, repeat):
+    def __init__(self, spec, *, split, seed, shard_index, shard_count, repeat):
         self.spec, self.split, self.seed, self.repeat = spec, split, seed, repeat
-        self.process_index, self.process_count = process_index, process_count
+        self.shard_index, self.shard_count = shard_index, shard_count
         self.epoch = self.index = 0
         self._it = None
 
@@ -89,8 +89,8 @@ class Reader:
 
     def _open(self, epoch, index):
         items = self._items(epoch)
-        if self.process_count > 1:
-            items = itertools.islice(items, self.process_index, None, self.process_count)
+        if self.shard_count > 1:
+            items = itertools.islice(items, self.shard_index, None, self.shard_count)
         return map(self._load, itertools.islice(items, index, None))
 
     def seek(self, position):
@@ -104,8 +104,8 @@ class Reader:
         return [self.epoch + 1, 0]
 
     def _empty_message(self):
-        return (f"Source {self.spec['name']!r} has no records for process "
-                f"{self.process_index} of {self.process_count}.")
+        return (f"Source {self.spec['name']!r} has no records for data stream "
+                f"{self.shard_index} of {self.shard_count} (fewer records than training.data_streams?).")
 
     def next_record(self):
         if self._it is None:
@@ -225,7 +225,7 @@ def _hub_reachable(timeout=3.0):
 
 
 class HFReader(Reader):
-    """`datasets.load_dataset(path, config, split=..., streaming=True)`, this process's shard.
+    """`datasets.load_dataset(path, config, split=..., streaming=True)`, this stream's shard.
 
     Positions are `{"epoch": e, "hf": IterableDataset.state_dict()}`. A hub
     id is probed first (3 s); if the hub cannot be reached the error names the
@@ -261,10 +261,10 @@ class HFReader(Reader):
                 f"split={kwargs['split']!r}) failed: {type(e).__name__}: {e}. Check path/config/split, "
                 "run with --demo, or use a local copy."
             ) from e
-        if self.process_count > 1:
+        if self.shard_count > 1:
             from datasets.distributed import split_dataset_by_node
 
-            ds = split_dataset_by_node(ds, rank=self.process_index, world_size=self.process_count)
+            ds = split_dataset_by_node(ds, rank=self.shard_index, world_size=self.shard_count)
         return ds
 
     def seek(self, position):
@@ -300,7 +300,7 @@ class HFReader(Reader):
 
 # === TensorFlow Datasets ===
 class TFDSReader(Reader):
-    """`tfds.builder(path, config=..., data_dir=...).as_dataset(split)`, evenly split per process.
+    """`tfds.builder(path, config=..., data_dir=...).as_dataset(split)`, evenly split per data stream.
 
     The dataset must already be prepared in `data_dir` (no downloads here).
     Positions are `[epoch, index]`; seeking uses `tf.data.Dataset.skip`.
@@ -314,8 +314,8 @@ class TFDSReader(Reader):
         try:
             self.builder = tfds.builder(name, data_dir=spec.get("data_dir"))
             split = spec.get("split", "train")
-            if self.process_count > 1:
-                split = tfds.even_splits(split, n=self.process_count)[self.process_index]
+            if self.shard_count > 1:
+                split = tfds.even_splits(split, n=self.shard_count)[self.shard_index]
             self.tf_split = split
             self.builder.as_dataset(split=split)  # fail now if not prepared
         except Exception as e:
@@ -343,9 +343,9 @@ READERS = {
 }
 
 
-def make_reader(spec, *, split, seed, process_index, process_count, repeat):
+def make_reader(spec, *, split, seed, shard_index, shard_count, repeat):
     """The reader for one resolved source spec (see `config.resolve_sources`)."""
     return READERS[spec["type"]](
-        spec, split=split, seed=seed, process_index=process_index,
-        process_count=process_count, repeat=repeat,
+        spec, split=split, seed=seed, shard_index=shard_index,
+        shard_count=shard_count, repeat=repeat,
     )

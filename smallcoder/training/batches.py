@@ -1,4 +1,4 @@
-"""`TrackedBatches`: feed a data pipeline to `fit` and remember its state after each batch."""
+"""`TrackedBatches`: feed the data streams to `fit` and remember their state after each batch."""
 
 import json
 
@@ -12,7 +12,8 @@ class TrackedBatches:
     checkpoint, and the per-source token counts for accounting.
 
     Args:
-        pipeline: object with `__next__`, `state_dict()` and `token_counts()`.
+        pipeline: a `StreamBatches` (`__next__`, `state_dict()`,
+            `stream_token_counts()`) holding this process's streams.
         start_step: batches already trained (resume); the pipeline must be
             in the state that follows them.
     """
@@ -26,7 +27,7 @@ class TrackedBatches:
         # A JSON round trip copies the state and checks it can be saved.
         return json.loads(json.dumps({
             "data": self.pipeline.state_dict(),
-            "token_counts": self.pipeline.token_counts(),
+            "stream_tokens": self.pipeline.stream_token_counts(),
         }))
 
     def __iter__(self):
@@ -43,7 +44,7 @@ class TrackedBatches:
         yield from self
 
     def snapshot(self, step):
-        """`{"data": state, "token_counts": {...}}` after `step` batches."""
+        """`{"data": state, "stream_tokens": {stream: [tokens per source]}}` after `step` batches."""
         return self._snapshots[step]
 
     def forget_before(self, step):

@@ -1,9 +1,9 @@
 """`model.fit` callbacks of the stage runner.
 
 They run in list order on one shared `logs` dict per step: `NanGuard` first
-(so nothing is saved after a NaN), then `Throughput` and `TokenAccounting`
-add numbers to `logs`, then `MetricsLog`, `ProgressBar` and `Checkpointer`
-use them. Steps are global: `start_step + batch + 1` micro-batches trained.
+(so nothing is saved after a NaN), then `Throughput`, `TokenAccounting` and
+`Checkpointer` (every process; the last two gather across processes) add
+numbers to `logs`, then `MetricsLog` and `ProgressBar` (process 0) use them. Steps are global: `start_step + batch + 1` micro-batches trained.
 """
 
 import json
@@ -67,7 +67,10 @@ class Throughput(keras.callbacks.Callback):
 
 
 class TokenAccounting(keras.callbacks.Callback):
-    """Adds `tokens/<source>` (trained so far, per mixture source) to `logs`.
+    """Adds `tokens/<source>` (trained so far by the whole job, per mixture source) to `logs`.
+
+    With several processes each holds its own streams' counts; every process
+    calls this at every step, and the counts are gathered and summed.
 
     Args:
         tracker: the `TrackedBatches` feeding `fit`.
@@ -78,10 +81,17 @@ class TokenAccounting(keras.callbacks.Callback):
         super().__init__()
         self.tracker = tracker
         self.start_step = start_step
-        self.counts = tracker.snapshot(start_step)["token_counts"]
+        self.counts = self._global_counts(start_step)
+
+    def _global_counts(self, step):
+        from smallcoder import multihost
+        from smallcoder.data.streams import total_token_counts
+
+        local = self.tracker.snapshot(step)["stream_tokens"]
+        return total_token_counts(self.tracker.pipeline.names, multihost.allgather_json(local))
 
     def on_train_batch_end(self, batch, logs=None):
-        self.counts = self.tracker.snapshot(self.start_step + batch + 1)["token_counts"]
+        self.counts = self._global_counts(self.start_step + batch + 1)
         for source, tokens in self.counts.items():
             logs[f"tokens/{source}"] = tokens
 
@@ -118,7 +128,8 @@ class MetricsLog(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = self.start_step + batch + 1
         record = {"step": step, "loss": float(logs["loss"]), "learning_rate": self.learning_rate(step - 1)}
-        record.update({k: float(v) for k, v in logs.items() if k in ("tokens_per_s", "mfu") or k.startswith("tokens/")})
+        record.update({k: float(v) for k, v in logs.items() if k in ("tokens_per_s", "mfu", "checkpoint_blocking_s")
+                       or k.startswith("tokens/")})
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.writer is not None and (step % self.every == 0 or step == 1):
@@ -177,24 +188,25 @@ class ProgressBar(keras.callbacks.Callback):
 class Checkpointer(keras.callbacks.Callback):
     """Checkpoint every `every` steps and at the last step (never after a NaN).
 
+    Every process runs it: the data-stream positions of all processes are
+    gathered into the checkpoint's meta, and each process saves its shards.
+
     Args:
-        run_dir: the run folder (`checkpoints/` goes inside).
-        tracker: the `TrackedBatches` feeding `fit`: gives the data-pipeline
+        store: the run's `checkpoint.Checkpoints`.
+        tracker: the `TrackedBatches` feeding `fit`: gives the data-stream
             state after exactly the batches trained.
         start_step, total_steps: micro-batch counts.
         every: steps between checkpoints.
-        keep: newest checkpoints kept.
         nan_guard: the run's `NanGuard`.
     """
 
-    def __init__(self, run_dir, tracker, start_step, total_steps, every, keep, nan_guard):
+    def __init__(self, store, tracker, start_step, total_steps, every, nan_guard):
         super().__init__()
-        self.run_dir = run_dir
+        self.store = store
         self.tracker = tracker
         self.start_step = start_step
         self.total_steps = total_steps
         self.every = every
-        self.keep = keep
         self.nan_guard = nan_guard
         self.last_saved = None
 
@@ -202,12 +214,20 @@ class Checkpointer(keras.callbacks.Callback):
         step = self.start_step + batch + 1
         if self.nan_guard.bad_step is None and (step % self.every == 0 or step == self.total_steps):
             self.save(step)
+            if logs is not None and self.store.timings:
+                logs["checkpoint_blocking_s"] = self.store.timings[-1][1]
 
     def save(self, step):
-        from smallcoder.training import checkpoint
+        from smallcoder import multihost
+        from smallcoder.data.streams import merge_states, total_token_counts
 
         sync_state(self.model)
         snapshot = self.tracker.snapshot(step)
-        state = {"data": snapshot["data"], "token_counts": snapshot["token_counts"]}
-        self.last_saved = checkpoint.save(self.run_dir, step, self.model, state, keep=self.keep)
+        gathered = multihost.allgather_json({"data": snapshot["data"], "tokens": snapshot["stream_tokens"]})
+        meta = {
+            "data": merge_states([g["data"] for g in gathered]),
+            "token_counts": total_token_counts(self.tracker.pipeline.names, [g["tokens"] for g in gathered]),
+        }
+        self.store.save(step, self.model, meta)
+        self.last_saved = self.store.path(step)
         self.tracker.forget_before(step)

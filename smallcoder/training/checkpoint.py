@@ -1,49 +1,60 @@
-"""Training checkpoints: weights, optimizer variables, step, data-pipeline state, RNG.
+"""Training checkpoints through Orbax: sharded, asynchronous, atomic, reshardable.
 
-Layout of `<run>/checkpoints/step_00000100/`::
+Layout of `<checkpoint dir>/step_00000100/` (default `<run>/checkpoints`; a
+bucket such as `gs://bucket/run` works the same through etils paths)::
 
-    model.weights.h5   the model's weights (Keras)
-    optimizer.npz      every optimizer variable, in `optimizer.variables` order
-    state.json         step, data-pipeline state, token counts, RNG states
+    state/   every model and optimizer variable under its Keras path; each
+             process writes the shards it holds, nothing is gathered
+    meta/    JSON from process 0: step, the position of every data stream,
+             token counts, Python/NumPy RNG states
 
-Each checkpoint is written to a temporary sibling and renamed into place, so
-a killed run leaves either a complete checkpoint or none; `latest()` only
-sees complete ones.
+As MaxText does, one Orbax `CheckpointManager` saves asynchronously: `save`
+returns once the arrays are copied off the devices (the blocking part) and the
+files are written in the background while training goes on. Orbax writes each
+step into a temporary folder and renames it when every process has finished,
+so a save killed half-way is never found by `latest` or `--resume`. Restoring
+asks for the arrays in the layout the new run's variables have, so a
+checkpoint written on one mesh (2 processes x 2 devices) resumes on another
+(1 process x 4 devices, or 1 device).
 """
 
-import json
-import os
+from __future__ import annotations
+
 import random
-import re
-import shutil
+import time
 
 import numpy as np
 
-from smallcoder.atomic import staging_folder
-
-_NAME = re.compile(r"step_(\d{8})$")
+CHECKPOINTS = "checkpoints"
 
 
-def checkpoint_dir(run_dir):
-    return os.path.join(run_dir, "checkpoints")
+def _ocp():
+    import orbax.checkpoint as ocp
+
+    return ocp
 
 
-def list_checkpoints(run_dir):
-    """`[(step, path)]` of the complete checkpoints in `run_dir`, oldest first."""
-    root = checkpoint_dir(run_dir)
-    if not os.path.isdir(root):
+def _name_format():
+    return _ocp().step.standard_name_format(step_prefix="step", step_format_fixed_length=8)
+
+
+def _path(directory):
+    from etils import epath
+
+    return epath.Path(directory)
+
+
+def list_checkpoints(directory):
+    """`[(step, path)]` of the complete checkpoints in `directory`, oldest first."""
+    path = _path(directory)
+    if not path.exists():
         return []
-    found = []
-    for name in os.listdir(root):
-        match = _NAME.match(name)
-        if match and os.path.isfile(os.path.join(root, name, "state.json")):
-            found.append((int(match.group(1)), os.path.join(root, name)))
-    return sorted(found)
+    return sorted((m.step, str(m.path)) for m in _name_format().find_all(path))
 
 
-def latest(run_dir):
-    """`(step, path)` of the newest complete checkpoint, or None."""
-    found = list_checkpoints(run_dir)
+def latest(directory):
+    """`(step, path)` of the newest complete checkpoint in `directory`, or None."""
+    found = list_checkpoints(directory)
     return found[-1] if found else None
 
 
@@ -64,50 +75,139 @@ def set_rng_state(state):
     random.setstate((version, tuple(internal), gauss))
 
 
-def save(run_dir, step, model, state, keep=None):
-    """Write checkpoint `step` atomically; keep only the newest `keep`.
+def training_variables(model):
+    """`{key: variable}`: the model's weights (by Keras path) and its optimizer's variables.
+
+    Optimizer variables are keyed `optimizer/<name>`: Keras names an optimizer
+    `adam_w`, `adam_w_1`, … by how many were made in the process, which must
+    not decide whether a checkpoint fits.
+    """
+    found = {}
+    optimizer = model.optimizer
+    for variable in model.variables:
+        found.setdefault(variable.path, variable)
+    for variable in optimizer.variables:
+        name = variable.path
+        if name.startswith(f"{optimizer.name}/"):
+            name = name[len(optimizer.name) + 1:]
+        key = f"optimizer/{name}"
+        if key in found:
+            raise ValueError(f"Two optimizer variables are both named {key!r}; a checkpoint cannot "
+                             "tell them apart.")
+        found[key] = variable
+    return found
+
+
+def _value(variable):
+    """The variable's array as Orbax takes it: the (sharded) jax.Array, or numpy elsewhere."""
+    import keras
+
+    if keras.config.backend() == "jax":
+        return variable.value
+    return keras.ops.convert_to_numpy(variable.value)
+
+
+def _target(variable):
+    """What restoring a variable should produce: its shape, dtype and current layout."""
+    import keras
+
+    if keras.config.backend() == "jax":
+        import jax
+
+        return jax.ShapeDtypeStruct(variable.shape, variable.dtype, sharding=variable.value.sharding)
+    return np.zeros(variable.shape, dtype=variable.dtype)
+
+
+class Checkpoints:
+    """The run's checkpoints: save (asynchronously), find the newest, restore onto any mesh.
+
+    Every process creates one with the same `directory` and calls `save` and
+    `restore` at the same steps; each writes and reads its own shards.
 
     Args:
-        run_dir: the run folder.
-        step: int, micro-batches trained so far.
-        model: a compiled Keras model with a built optimizer.
-        state: JSON-serialisable dict (data-pipeline state, token counts, …);
-            the RNG states are added.
-
-    Returns:
-        The checkpoint path.
+        directory: folder (local path or bucket URI) holding `step_XXXXXXXX/`.
+        keep: newest checkpoints kept (None keeps all).
+        async_save: write in the background (`save` returns after the device
+            copy); `wait()` blocks until the last save is on disk.
     """
-    root = checkpoint_dir(run_dir)
-    os.makedirs(root, exist_ok=True)
-    final = os.path.join(root, f"step_{step:08d}")
-    with staging_folder(final) as tmp:
-        model.save_weights(os.path.join(tmp, "model.weights.h5"))
-        arrays = {str(i): np.asarray(v) for i, v in enumerate(model.optimizer.variables)}
-        np.savez(os.path.join(tmp, "optimizer.npz"), **arrays)
-        with open(os.path.join(tmp, "state.json"), "w") as f:
-            json.dump({**state, "step": step, "rng": rng_state()}, f)
-    if keep:
-        for _, old in list_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
 
+    def __init__(self, directory, *, keep=None, async_save=True):
+        ocp = _ocp()
+        self.directory = str(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=async_save,
+            step_name_format=_name_format(), create=True,
+        )
+        self.manager = ocp.CheckpointManager(
+            _path(self.directory), options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
+        )
+        self.timings = []  # (step, blocking seconds)
 
-def restore(path, model):
-    """Load weights and optimizer variables from checkpoint `path`; return its state dict.
+    def latest(self):
+        """`(step, path)` of the newest complete checkpoint, or None."""
+        step = self.manager.latest_step()
+        return None if step is None else (step, self.path(step))
 
-    The optimizer must be built (same variables, same order) first.
-    """
-    model.load_weights(os.path.join(path, "model.weights.h5"))
-    with np.load(os.path.join(path, "optimizer.npz")) as arrays:
-        variables = model.optimizer.variables
-        if len(arrays.files) != len(variables):
+    def path(self, step):
+        return str(_path(self.directory) / _name_format().build_name(step))
+
+    def save(self, step, model, meta):
+        """Save weights + optimizer variables and the JSON `meta` as checkpoint `step`.
+
+        `model` must be current (inside a JAX `fit`, after `jax_state_sync()`).
+        Returns the seconds training was blocked (the rest is written in the background).
+        """
+        ocp = _ocp()
+        started = time.perf_counter()
+        state = {path: _value(v) for path, v in training_variables(model).items()}
+        meta = {**meta, "step": step, "rng": rng_state()}
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        meta=ocp.args.JsonSave(meta)))
+        blocking = time.perf_counter() - started
+        self.timings.append((step, blocking))
+        return blocking
+
+    def wait(self):
+        """Block until every save is complete on disk; return the seconds waited."""
+        started = time.perf_counter()
+        self.manager.wait_until_finished()
+        return time.perf_counter() - started
+
+    def restore(self, step, model):
+        """Load checkpoint `step` into `model` (built, with its optimizer built); return its meta.
+
+        Raises:
+            ValueError: the checkpoint holds other variables than this model
+                and optimizer (another preset, optimizer or accumulation).
+        """
+        ocp = _ocp()
+        variables = training_variables(model)
+        path = self.path(step)
+        saved = self.manager.item_metadata(step)["state"]
+        saved_paths = set(saved.keys()) if saved is not None else set()
+        if saved_paths != set(variables):
+            missing, extra = sorted(set(variables) - saved_paths), sorted(saved_paths - set(variables))
             raise ValueError(
-                f"Checkpoint {path!r} has {len(arrays.files)} optimizer variables; this optimizer has "
-                f"{len(variables)}. Was it written with other optimizer settings (e.g. gradient accumulation)?"
+                f"Checkpoint {path!r} holds other variables than this model and optimizer "
+                f"(missing {missing[:3]}{'…' if len(missing) > 3 else ''}, unexpected "
+                f"{extra[:3]}{'…' if len(extra) > 3 else ''}). Was it written with another preset or "
+                "other optimizer settings (e.g. gradient accumulation)?"
             )
-        for i, variable in enumerate(variables):
-            variable.assign(arrays[str(i)])
-    with open(os.path.join(path, "state.json")) as f:
-        state = json.load(f)
-    set_rng_state(state["rng"])
-    return state
+        for name, variable in variables.items():
+            if tuple(saved[name].shape) != tuple(variable.shape):
+                raise ValueError(f"Checkpoint {path!r}: {name} has shape {tuple(saved[name].shape)}, "
+                                 f"this model's has {tuple(variable.shape)}.")
+        targets = {name: _target(v) for name, v in variables.items()}
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(targets), meta=ocp.args.JsonRestore()))
+        for name, variable in variables.items():
+            variable.assign(restored["state"][name])
+        meta = dict(restored["meta"])
+        set_rng_state(meta["rng"])
+        return meta
+
+    def close(self):
+        """Finish pending saves and release the manager."""
+        self.manager.wait_until_finished()
+        self.manager.close()

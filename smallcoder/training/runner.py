@@ -1,7 +1,8 @@
 """The stage runner: a `Recipe` in, a trained checkpoint, HF export and summary out.
 
     recipe ─► distribution ─► model (init_from / preset) ─► AdamW + schedule
-           ─► data pipeline ─► model.fit(callbacks) ─► checkpoint ─► export, sample, eval
+           ─► data streams (this process's rows) ─► model.fit(callbacks) ─► checkpoints
+           ─► (gather the weights) ─► export, sample, eval on process 0
 
 Run folder (`recipe.output_dir` or `--output`)::
 
@@ -9,9 +10,16 @@ Run folder (`recipe.output_dir` or `--output`)::
     metrics.jsonl      one line per step: loss, learning rate, tokens/s, MFU, tokens per source
     tensorboard/       the same as TensorBoard scalars
     checkpoints/       step_XXXXXXXX/ (see `checkpoint`), the newest `checkpoint.keep`
+                       (`checkpoint.dir` puts them elsewhere, e.g. a gs:// bucket)
     model/             the final Keras preset (what the next stage's `init_from` loads)
     hf/                the final Hugging Face export
     summary.json
+
+With several JAX processes (a TPU pod slice, a GPU cluster, or CPU processes
+rehearsing one; see `smallcoder.multihost`) every process runs this same code:
+each feeds its rows of the global batch and writes its shards of every
+checkpoint; process 0 alone writes the logs, `recipe.yaml`, the summary and,
+from the gathered weights, the preset, the export, the sample and the eval.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import time
 
 import yaml
 
+from smallcoder import multihost
 from smallcoder.training import checkpoint
 
 
@@ -73,13 +82,43 @@ def make_distribution(recipe, config, echo):
             f"{recipe.where('training.global_batch')}: training.global_batch: the micro-batch "
             f"({recipe.micro_batch}) must split evenly over the {data_axis}-way data axis."
         )
+    # Each process feeds its own rows of the global batch (`data_rows`), so
+    # Keras must not shard the input again.
+    distribution.auto_shard_dataset = False
     echo(f"distribution: {layout} on a {'x'.join(map(str, distribution.device_mesh.shape))} mesh "
          f"of {len(devices)} {devices[0].split(':')[0]} devices.")
     return distribution
 
 
-def load_model(recipe, init_dir, echo):
-    """`SmallCoderCausalLM` from `init_dir` (previous stage) or the recipe's preset."""
+def mesh_shape(distribution):
+    """`(data, model)` of the run's mesh (a 1-D data mesh is `(N, 1)`), or None."""
+    if distribution is None:
+        return None
+    shape = tuple(distribution.device_mesh.shape)
+    return shape if len(shape) == 2 else (shape[0], 1)
+
+
+def data_rows(distribution, micro_batch, sequence_length):
+    """`(start, stop)`: the rows of each global batch that this process's devices hold."""
+    if distribution is None or multihost.process_count() == 1:
+        return 0, micro_batch
+    shape = (micro_batch, sequence_length)
+    sharding = distribution.get_data_layout(shape).backend_layout
+    rows = {(s.start or 0, micro_batch if s.stop is None else s.stop)
+            for s, *_ in sharding.addressable_devices_indices_map(shape).values()}
+    start, stop = min(r[0] for r in rows), max(r[1] for r in rows)
+    if sum(b - a for a, b in rows) != stop - start:
+        raise TrainingError(f"process {multihost.process_index()} holds batch rows {sorted(rows)}, "
+                            "which are not one block; order the mesh devices by process.")
+    return start, stop
+
+
+def load_model(recipe, init_dir, echo, resuming=False):
+    """`SmallCoderCausalLM` from `init_dir` (previous stage) or the recipe's preset.
+
+    `resuming`: the weights will come from a checkpoint; say so instead of
+    describing a fresh start.
+    """
     from smallcoder.models.causal_lm import SmallCoderCausalLM
     from smallcoder.models.presets import is_keras_preset
 
@@ -87,15 +126,17 @@ def load_model(recipe, init_dir, echo):
     if remat:
         echo(f"model: remat {remat} (each decoder block recomputed in the backward pass)")
     if init_dir and is_keras_preset(init_dir):
-        echo(f"model: initialised from {init_dir}")
+        if not resuming:
+            echo(f"model: initialised from {init_dir}")
         lm = SmallCoderCausalLM.from_preset(init_dir, dtype=dtype, remat=remat)
     else:
-        if init_dir:  # only reachable with --demo (check_init_from raises otherwise)
+        if init_dir and not resuming:  # only reachable with --demo (check_init_from raises otherwise)
             stage = recipe["init_from"]
             echo(f"model: no demo checkpoint of stage {stage!r} at {init_dir} (run "
                  f"`smallcoder recipe run {stage} --demo` first to chain stages); "
                  f"starting from scratch.")
-        echo(f"model: fresh {recipe['model.preset']} weights (seed {recipe['training.seed']})")
+        if not resuming:
+            echo(f"model: fresh {recipe['model.preset']} weights (seed {recipe['training.seed']})")
         lm = SmallCoderCausalLM.from_preset(recipe["model.preset"], dtype=dtype, remat=remat)
     if recipe["model.tokenizer"]:
         from smallcoder.tokenizer import SmallCoderTokenizer
@@ -142,12 +183,21 @@ def check_tokenizer(recipe, init_dir):
         )
 
 
-def _prepare_run_dir(recipe, run_dir, resume, echo):
-    """Return `(step, path)` of the checkpoint to resume from, or None."""
-    found = checkpoint.latest(run_dir)
+def checkpoint_dir(recipe, run_dir):
+    """`checkpoint.dir` (a folder or bucket URI), else `<run>/checkpoints`."""
+    return recipe["checkpoint.dir"] or os.path.join(run_dir, checkpoint.CHECKPOINTS)
+
+
+def _prepare_run_dir(recipe, run_dir, checkpoints_dir, resume, echo):
+    """Return `(step, path)` of the checkpoint to resume from, or None.
+
+    Every process decides alike from the same folders; process 0 clears a
+    demo run that starts over, and the others wait for it.
+    """
+    found = checkpoint.latest(checkpoints_dir)
     if resume:
         if found is None:
-            echo(f"resume: no checkpoint in {run_dir}; starting from the beginning.")
+            echo(f"resume: no checkpoint in {checkpoints_dir}; starting from the beginning.")
         return found
     if found is not None:
         if not recipe.demo:
@@ -156,12 +206,18 @@ def _prepare_run_dir(recipe, run_dir, resume, echo):
                 "continue that run, or --output to start a new one elsewhere."
             )
         echo(f"demo: starting over in {run_dir} (pass --resume to continue the previous run).")
-    for name in ("checkpoints", "metrics.jsonl", "tensorboard", "summary.json"):
-        path = os.path.join(run_dir, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
+    if multihost.is_primary():
+        from etils import epath
+
+        if epath.Path(checkpoints_dir).exists():
+            epath.Path(checkpoints_dir).rmtree()
+        for name in ("metrics.jsonl", "tensorboard", "summary.json"):
+            path = os.path.join(run_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+    multihost.barrier("smallcoder_prepare_run_dir")
     return None
 
 
@@ -178,16 +234,6 @@ def enable_compilation_cache():
     if jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", os.path.join(cache_dir(), "jax"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-
-def _process():
-    import keras
-
-    if keras.config.backend() == "jax":
-        import jax
-
-        return jax.process_index(), jax.process_count()
-    return 0, 1
 
 
 def _learning_rate_fn(recipe):
@@ -208,6 +254,10 @@ def _learning_rate_fn(recipe):
 def run_stage(recipe, *, resume=False, output_dir=None, echo=print):
     """Train one stage as its recipe says; return the summary dict.
 
+    With several JAX processes, every process calls this; process 0 alone
+    prints (through `echo`), writes the run folder's logs and exports, and
+    returns the summary (the others return None).
+
     Args:
         recipe: a validated `smallcoder.recipes.Recipe`.
         resume: continue from the newest checkpoint in the run folder.
@@ -221,21 +271,45 @@ def run_stage(recipe, *, resume=False, output_dir=None, echo=print):
     import keras
 
     started = time.time()
+    primary = multihost.is_primary()
+    if not primary:
+        echo = _quiet
     check_tokenizer(recipe, recipe.init_from_dir())
     check_backend(recipe)
     run_dir = output_dir or recipe.output_dir
     os.makedirs(run_dir, exist_ok=True)
-    found = _prepare_run_dir(recipe, run_dir, resume, echo)
-    with open(os.path.join(run_dir, "recipe.yaml"), "w") as f:
-        yaml.safe_dump(recipe.ordered_config(), f, sort_keys=False)
+    checkpoints_dir = checkpoint_dir(recipe, run_dir)
+    found = _prepare_run_dir(recipe, run_dir, checkpoints_dir, resume, echo)
+    if primary:
+        with open(os.path.join(run_dir, "recipe.yaml"), "w") as f:
+            yaml.safe_dump(recipe.ordered_config(), f, sort_keys=False)
 
     enable_compilation_cache()
     keras.utils.set_random_seed(recipe["training.seed"])
     init_dir = recipe.init_from_dir()
     config = backbone_config(recipe, init_dir)
     distribution = make_distribution(recipe, config, echo)
-    with distribution.scope() if distribution else contextlib.nullcontext():
-        summary = _train(recipe, run_dir, init_dir, config, found, echo)
+    for line in multihost.describe_topology(mesh_shape(distribution), recipe["distribution.layout"]):
+        if multihost.process_count() > 1:
+            echo(line)
+    store = checkpoint.Checkpoints(checkpoints_dir, keep=recipe["checkpoint.keep"])
+    try:
+        with distribution.scope() if distribution else contextlib.nullcontext():
+            lm, summary = _train(recipe, run_dir, init_dir, config, distribution, store, found, echo)
+        waited = store.wait()
+        summary["checkpoint_save_s"] = _save_timings(store, waited)
+        weights = _gather_weights(lm)  # fsdp shards from every process
+    finally:
+        store.close()
+    multihost.shutdown()  # process 0 carries on alone with the gathered weights
+    if not primary:
+        return None
+    if weights is not None:
+        lm = _local_copy(lm, weights)
+    _save_preset(lm, summary["model"], echo)
+    summary["hf"] = _export_hf(recipe, lm, run_dir, echo)
+    summary["sample"] = _sample(recipe, lm, echo)
+    summary["eval"] = _evaluate(recipe, lm, run_dir, echo)
     summary["wall_s"] = round(time.time() - started, 1)
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
@@ -243,8 +317,37 @@ def run_stage(recipe, *, resume=False, output_dir=None, echo=print):
     return summary
 
 
-def _train(recipe, run_dir, init_dir, config, found, echo):
-    from smallcoder.data import build_pipeline
+def _quiet(*args, **kwargs):
+    """`echo` of the processes other than 0."""
+
+
+def _save_timings(store, waited):
+    """`{"blocking": [...], "last_wait": s}`: what checkpointing cost the training loop."""
+    blocking = [round(seconds, 3) for _, seconds in store.timings]
+    return {"blocking": blocking, "final_wait": round(waited, 3)} if blocking else None
+
+
+def _gather_weights(lm):
+    """Every weight of `lm` as numpy on every process (a collective), or None with one process."""
+    if multihost.process_count() == 1:
+        return None
+    return [multihost.gather_to_host(v.value) for v in lm.weights]
+
+
+def _local_copy(lm, values):
+    """`lm` rebuilt on this process's devices alone, holding `values` (see `_gather_weights`)."""
+    from smallcoder.models.backbone import SmallCoderBackbone
+    from smallcoder.models.causal_lm import SmallCoderCausalLM
+
+    local = SmallCoderCausalLM(SmallCoderBackbone.from_config(lm.backbone.get_config()),
+                               tokenizer=lm.tokenizer)
+    local.set_weights(values)
+    return local
+
+
+def _train(recipe, run_dir, init_dir, config, distribution, store, found, echo):
+    """Build, restore and `fit`; return `(lm, summary)` (the summary without exports)."""
+    from smallcoder.data.streams import StreamBatches
     from smallcoder.training.batches import TrackedBatches
     from smallcoder.training.callbacks import (
         Checkpointer,
@@ -259,40 +362,41 @@ def _train(recipe, run_dir, init_dir, config, found, echo):
     from smallcoder.training.metrics import compile_for_training
     from smallcoder.training.optimizer import build_optimizer
 
-    lm = load_model(recipe, init_dir, echo)
+    primary = multihost.is_primary()
+    lm = load_model(recipe, init_dir, echo, resuming=found is not None)
     optimizer = build_optimizer(recipe, lm.trainable_variables)
     compile_for_training(lm, optimizer, microbatches=recipe["training.microbatches"])
 
     accumulation = recipe["training.gradient_accumulation_steps"]
     total_steps = recipe.steps * accumulation  # micro-batches
     seq_len = recipe["training.sequence_length"]
-    process_index, process_count = _process()
-    if recipe.micro_batch % process_count:
-        raise TrainingError(f"{recipe.where('training.global_batch')}: training.global_batch: the micro-batch "
-                            f"({recipe.micro_batch}) must split evenly over {process_count} processes.")
-    pipeline = build_pipeline(
-        recipe["data"], lm.tokenizer, sequence_length=seq_len,
-        batch_size=recipe.micro_batch // process_count, seed=recipe["training.seed"],
-        demo=recipe.demo, process_index=process_index, process_count=process_count,
-    )
+    rows = data_rows(distribution, recipe.micro_batch, seq_len)
+    try:
+        batches = StreamBatches(
+            recipe["data"], lm.tokenizer, sequence_length=seq_len, micro_batch=recipe.micro_batch,
+            num_streams=recipe.data_streams, rows=rows, seed=recipe["training.seed"], demo=recipe.demo,
+        )
+    except ValueError as e:
+        raise TrainingError(f"{recipe.where('training.data_streams')}: training.data_streams: {e}") from e
     start_step = 0
     if found is not None:
         start_step, path = found
         try:
-            state = checkpoint.restore(path, lm)
-            pipeline.load_state_dict(state["data"])
+            state = store.restore(start_step, lm)
+            batches.load_state_dict(state["data"])
         except ValueError as e:
             raise TrainingError(f"Cannot resume from {path}: {e} Resume with the recipe and --set "
                                 "values of that run, or start a new run with --output.") from e
-        echo(f"resume: step {start_step} of {total_steps} from {path}")
-    tracker = TrackedBatches(pipeline, start_step)
+        echo(f"resume: step {start_step} of {total_steps} from {path} (weights, optimizer, data "
+             f"position)")
+    tracker = TrackedBatches(batches, start_step)
 
     import keras
 
     devices = len(keras.distribution.list_devices()) if keras.distribution.distribution() else 1
     peak, peak_source = peak_flops()
     if peak_source.startswith("measured"):
-        devices = 1  # the host matmul already used every core
+        devices = multihost.process_count()  # the host matmul already used every core of a host
     fpt = flops_per_token(config, seq_len)
     params = lm.backbone.count_params()
     echo(f"model: {params:,} parameters, {fpt / 1e6:,.1f} MFLOP per token; peak "
@@ -300,25 +404,30 @@ def _train(recipe, run_dir, init_dir, config, found, echo):
     d = recipe.derived()
     echo(f"train: {d['steps']:,} steps x {d['tokens_per_step']:,} tokens = {d['steps'] * d['tokens_per_step']:,} "
          f"tokens; warmup {d['warmup_steps']}, schedule {recipe['schedule.type']}")
+    echo(f"data: {recipe.data_streams} streams of {recipe.micro_batch // recipe.data_streams} row(s) per "
+         f"batch{'' if multihost.process_count() == 1 else f'; this process feeds rows {rows[0]}-{rows[1] - 1}'}")
 
     nan_guard = NanGuard(start_step)
     throughput = Throughput(recipe.micro_batch * seq_len, fpt, peak * devices)
     tokens = TokenAccounting(tracker, start_step)
-    metrics_log = MetricsLog(run_dir, start_step, _learning_rate_fn(recipe),
-                             every=recipe["logging.every_steps"], tensorboard=recipe["logging.tensorboard"])
-    checkpointer = Checkpointer(run_dir, tracker, start_step, total_steps,
-                                recipe["checkpoint.every_steps"] * accumulation,
-                                recipe["checkpoint.keep"], nan_guard)
-    callbacks = [nan_guard, throughput, tokens, metrics_log,
-                 ProgressBar(total_steps, start_step, recipe["logging.every_steps"]), checkpointer]
-    if start_step < total_steps:
-        lm.fit(tracker.generator(), steps_per_epoch=total_steps - start_step, epochs=1,
-               verbose=0, shuffle=False, callbacks=callbacks)
-    else:
-        echo("resume: the last checkpoint is the final step; nothing left to train.")
-        metrics_log.on_train_end()
+    checkpointer = Checkpointer(store, tracker, start_step, total_steps,
+                                recipe["checkpoint.every_steps"] * accumulation, nan_guard)
+    callbacks = [nan_guard, throughput, tokens, checkpointer]  # every process, in this order
+    if primary:
+        metrics_log = MetricsLog(run_dir, start_step, _learning_rate_fn(recipe),
+                                 every=recipe["logging.every_steps"], tensorboard=recipe["logging.tensorboard"])
+        callbacks += [metrics_log, ProgressBar(total_steps, start_step, recipe["logging.every_steps"])]
+    with batches:
+        if start_step < total_steps:
+            lm.fit(tracker.generator(), steps_per_epoch=total_steps - start_step, epochs=1,
+                   verbose=0, shuffle=False, callbacks=callbacks)
+        else:
+            echo("resume: the last checkpoint is the final step; nothing left to train.")
+            if primary:
+                metrics_log.on_train_end()
     if nan_guard.bad_step is not None:
-        last = checkpoint.latest(run_dir)
+        store.wait()
+        last = store.latest()
         kept = f"the last good checkpoint is {last[1]} (step {last[0]})" if last else "no checkpoint was written yet"
         raise TrainingError(
             f"Loss became NaN at step {nan_guard.bad_step}; training stopped and {kept}. "
@@ -327,29 +436,30 @@ def _train(recipe, run_dir, init_dir, config, found, echo):
     sync_state(lm)
 
     model_dir = os.path.join(run_dir, "model")
-    lm.save_to_preset(model_dir)
-    echo(f"saved: {model_dir} (Keras preset; the next stage's init_from)")
     summary = {
         "stage": recipe.name,
         "demo": recipe.demo,
         "steps": total_steps,
         "resumed_from": start_step or None,
+        "processes": multihost.process_count(),
         "tokens": total_steps * recipe.micro_batch * seq_len,
         "tokens_per_source": tokens.counts,
-        "first_loss": _first_loss(run_dir),
-        "last_loss": _last_losses(run_dir)[-1],
-        "last_loss_mean10": round(statistics.fmean(_last_losses(run_dir)), 4),
         "tokens_per_s": round(statistics.median(throughput.tokens_per_s)) if throughput.tokens_per_s else None,
         "mfu": None,
-        "checkpoint": checkpointer.last_saved or (checkpoint.latest(run_dir) or (None, None))[1],
+        "checkpoint": checkpointer.last_saved or (store.latest() or (None, None))[1],
         "model": model_dir,
     }
+    if primary:
+        summary.update(first_loss=_first_loss(run_dir), last_loss=_last_losses(run_dir)[-1],
+                       last_loss_mean10=round(statistics.fmean(_last_losses(run_dir)), 4))
     if summary["tokens_per_s"]:
         summary["mfu"] = round(summary["tokens_per_s"] * fpt / (peak * devices), 4)
-    summary["hf"] = _export_hf(recipe, lm, run_dir, echo)
-    summary["sample"] = _sample(recipe, lm, echo)
-    summary["eval"] = _evaluate(recipe, lm, run_dir, echo)
-    return summary
+    return lm, summary
+
+
+def _save_preset(lm, model_dir, echo):
+    lm.save_to_preset(model_dir)
+    echo(f"saved: {model_dir} (Keras preset; the next stage's init_from)")
 
 
 def _first_loss(run_dir):

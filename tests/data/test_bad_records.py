@@ -37,7 +37,7 @@ def test_pyfiles_undecodable_and_sharding(tmp_path, tokenizer):
         spec = {"name": "py", "weight": 1.0, "type": "pyfiles", "path": str(folder),
                 "validation": {"path": str(folder)}}
         p = build_pipeline({"sources": [spec]}, tokenizer, sequence_length=4, batch_size=1,
-                           split="validation", process_index=rank, process_count=2)
+                           split="validation", shard_index=rank, shard_count=2)
         text = "".join(tokenizer.decode(x["token_ids"][0][x["padding_mask"][0] > 0]) + "|" for x, _, _ in p)
         seen.append((text, p.stats()["sources"]["py"]))
     # 7 files split 4/3 between the two processes; the undecodable one is counted where it lands.

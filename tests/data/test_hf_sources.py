@@ -50,7 +50,7 @@ def test_streaming_shards_by_process(tmp_path, tokenizer):
     for rank in range(2):
         source = hf_source(files, validation={"data_files": files})
         p = build_pipeline({"sources": [source]}, tokenizer, sequence_length=512, batch_size=1,
-                           split="validation", process_index=rank, process_count=2)
+                           split="validation", shard_index=rank, shard_count=2)
         list(p)
         docs.append(p.stats()["sources"]["hf"]["documents"])
     assert docs == [10, 10]

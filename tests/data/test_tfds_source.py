@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent('''
     out = {}
     for rank in range(2):
         p = build_pipeline({"sources": [source]}, tok, sequence_length=256, batch_size=1,
-                           split="validation", process_index=rank, process_count=2)
+                           split="validation", shard_index=rank, shard_count=2)
         x, _, _ = next(p)
         out[rank] = tok.decode(x["token_ids"][0][x["padding_mask"][0] > 0])
     train = build_pipeline({"sources": [source]}, tok, sequence_length=8, batch_size=2)

@@ -46,7 +46,7 @@ def test_sigkill_then_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     reference = _start(straight)
     victim = _start(killed)
-    first = killed / "checkpoints" / f"step_{EVERY:08d}" / "state.json"
+    first = killed / "checkpoints" / f"step_{EVERY:08d}"  # Orbax renames it into place when complete
     deadline = time.time() + 120
     while not first.exists():
         assert victim.poll() is None, victim.stdout.read()
@@ -54,7 +54,7 @@ def test_sigkill_then_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path):
         time.sleep(0.01)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    step, _ = latest(str(killed))
+    step, _ = latest(str(killed / "checkpoints"))
     assert step < STEPS, "the run finished before it could be killed"
     assert not (killed / "model").exists()
 
