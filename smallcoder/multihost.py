@@ -7,20 +7,28 @@ the command-line flags, or from what JAX detects (Cloud TPU, SLURM, Open MPI),
 and stays one process when nothing is there. The other helpers work the same
 with one process, on every Keras backend, so callers need no special case.
 
-A lost process ends the job: JAX's coordination service stops sending
-heartbeats to the dead task's peers, and each of them terminates with a
-message naming the task (`The following tasks are unhealthy (stopped sending
-heartbeats): 1`) after `heartbeat_timeout` seconds; a lost process 0 (the
-coordinator) ends the others at once.
+A lost process ends the job instead of hanging it: a watchdog thread in
+every process posts a heartbeat to the coordination service's key-value store
+each second and watches the others'. When one falls silent for
+`WATCHDOG_SHARE` of the heartbeat timeout, the others print one line naming
+it and exit non-zero, before JAX's own heartbeat check would abort them with a
+C++ stack trace; a lost process 0 (the coordinator) ends the others at once.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import sys
+import threading
+import time
 
 import numpy as np
 
 HEARTBEAT_TIMEOUT_S = 100  # JAX's default; a lost peer ends the job after this long
+WATCHDOG_SHARE = 0.6  # our watchdog names the lost process after this share of it
+_HEARTBEATS = "smallcoder/heartbeat/"
 
 
 class MultiHostError(RuntimeError):
@@ -82,7 +90,94 @@ def initialize(coordinator=None, num_processes=None, process_id=None,
     except RuntimeError as e:
         raise MultiHostError(f"cannot join the JAX job at {coordinator or 'the detected coordinator'}: "
                              f"{e}") from e
+    if jax.process_count() > 1:
+        Watchdog(jax.process_index(), jax.process_count(), WATCHDOG_SHARE * heartbeat_timeout).start()
     return jax.process_count()
+
+
+def _kv_client():
+    from jax._src import distributed  # the coordination service's client (no public handle)
+
+    return distributed.global_state.client
+
+
+class Watchdog(threading.Thread):
+    """Ends this process, naming the peer, when another process of the job falls silent.
+
+    Each process posts a counter under `smallcoder/heartbeat/<rank>` every
+    `interval` seconds. A peer whose counter has not moved for `silence`
+    seconds (measured on this host's clock, so clocks need not agree) is lost:
+    a job missing a process cannot take another step, and waiting in a
+    collective would hang it. The line printed says what to do next.
+    """
+
+    current = None  # the running watchdog, if any
+
+    def __init__(self, rank, count, silence, interval=1.0):
+        super().__init__(name="smallcoder-watchdog", daemon=True)
+        self.rank, self.count, self.silence, self.interval = rank, count, silence, interval
+        self.lost = None
+        self._stopped = threading.Event()
+
+    def start(self):
+        Watchdog.current = self
+        atexit.register(self.stop)  # before JAX's own exit hook leaves the job
+        super().start()
+
+    def stop(self):
+        """Stop watching (the job is ending on purpose: peers may now leave)."""
+        self._stopped.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join()
+        Watchdog.current = None
+
+    def run(self):
+        client = _kv_client()
+        beat, seen = 0, {}
+        while not self._stopped.is_set():
+            now = time.monotonic()
+            try:
+                client.key_value_set(f"{_HEARTBEATS}{self.rank}", str(beat), allow_overwrite=True)
+                values = dict(client.key_value_dir_get(_HEARTBEATS))
+            except Exception:  # the coordination service (process 0) is gone
+                if self.rank != 0 and not self._stopped.is_set():
+                    self._end(0, "the coordinator (its coordination service no longer answers)")
+                return
+            beat += 1
+            for rank in range(self.count):
+                value = values.get(f"{_HEARTBEATS}{rank}")
+                if rank == self.rank or value is None:
+                    seen.setdefault(rank, (value, now))
+                    continue
+                if seen.get(rank, (None,))[0] != value:
+                    seen[rank] = (value, now)
+                elif now - seen[rank][1] > self.silence:
+                    self._end(rank, f"no heartbeat for {now - seen[rank][1]:.0f} s")
+            self._stopped.wait(self.interval)
+
+    def _end(self, rank, why):
+        if self._stopped.is_set():
+            return
+        self.lost = rank
+        sys.stdout.flush()
+        print(f"\nError: process {rank} of {self.count} is lost ({why}): killed, crashed or unreachable. "
+              f"This job cannot go on; relaunch every process with --resume to continue from the newest "
+              f"complete checkpoint.", file=sys.stderr, flush=True)
+        os._exit(1)
+
+
+def end_if_peer_lost(wait=None):
+    """After a failed collective: if the watchdog finds a lost peer within `wait` s, it ends the process.
+
+    Returns (so the caller re-raises the original error) when every peer is
+    still alive, or with one process.
+    """
+    watchdog = Watchdog.current
+    if watchdog is None:
+        return
+    deadline = time.monotonic() + (watchdog.silence + 5 if wait is None else wait)
+    while time.monotonic() < deadline and watchdog.is_alive():
+        time.sleep(0.2)
 
 
 def _jax():
@@ -162,6 +257,8 @@ def shutdown():
     if process_count() > 1:
         import jax
 
+        if Watchdog.current is not None:
+            Watchdog.current.stop()
         jax.distributed.shutdown()
 
 

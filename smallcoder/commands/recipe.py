@@ -116,6 +116,9 @@ def run_command(name, demo, overrides, output, resume, coordinator, num_processe
             run_stage(recipe, resume=resume, output_dir=output, echo=echo)
         except (TrainingError, RecipeError) as e:
             raise click.ClickException(str(e)) from e
+        except Exception:
+            multihost.end_if_peer_lost()  # a collective failed because a process is gone
+            raise
         if name == "all":
             import keras
 

@@ -1,0 +1,170 @@
+"""A pod rehearsed on one machine: `recipe run` as 2 JAX processes x 2 CPU devices.
+
+Each run is real: separate processes joined by `--coordinator`, gloo
+collectives, Orbax checkpoints written by both. The references are
+1-process x 4-device runs of the same recipe (same mesh shape, same data
+streams, so the same global batches).
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.jax_only, pytest.mark.slow]
+
+STEPS, EVERY = 16, 4
+RECIPE = [
+    "model.preset=smallcoder_test",
+    "training.sequence_length=48",
+    "training.global_batch=8",
+    f"training.tokens={STEPS * 8 * 48}",
+    f"checkpoint.every_steps={EVERY}",
+    "logging.tensorboard=false",
+    "export.hf=false",
+    "sample.max_new_tokens=0",
+]
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(output, processes, devices_per_process, layout, mesh, *, resume=False, heartbeat=None,
+           extra=()):
+    """Start the run's processes; return their Popen objects (process 0 first)."""
+    sets = [*RECIPE, f"distribution.layout={layout}", f"distribution.mesh={mesh}", *extra]
+    command = [sys.executable, "-m", "smallcoder.cli", "recipe", "run", "sft", "--demo",
+               "--output", str(output), *[a for s in sets for a in ("--set", s)]]
+    if resume:
+        command.append("--resume")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "jax",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}"}
+    job = []
+    if processes > 1:
+        job = ["--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", str(processes)]
+        if heartbeat:
+            job += ["--heartbeat-timeout", str(heartbeat)]
+    started = []
+    for rank in range(processes):
+        rank_flags = ["--process-id", str(rank)] if processes > 1 else []
+        started.append(subprocess.Popen(command + job + rank_flags, cwd=REPO, env=env, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    return started
+
+
+def _finish(processes, timeout=300):
+    outputs = [p.communicate(timeout=timeout)[0] for p in processes]
+    for rank, (p, out) in enumerate(zip(processes, outputs)):
+        assert p.returncode == 0, f"process {rank}:\n{out[-3000:]}"
+    return outputs
+
+
+def _losses(output):
+    with open(os.path.join(output, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    steps = [r["step"] for r in records]
+    assert steps == sorted(set(steps)), f"one line per step, in order: {steps}"
+    return {r["step"]: r["loss"] for r in records}
+
+
+def _assert_close(got, want, tolerance, steps):
+    assert sorted(got) == list(range(1, STEPS + 1)) == sorted(want)
+    worst = max(abs(got[s] - want[s]) for s in steps)
+    assert worst <= tolerance, {s: (got[s], want[s]) for s in steps}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Uninterrupted runs: fsdp on 4x1, 1 and 2 processes."""
+    root = tmp_path_factory.mktemp("multihost")
+    one, two = root / "one-fsdp", root / "two-fsdp"
+    _finish(_start(one, 1, 4, "fsdp", "4x1"))
+    outputs = _finish(_start(two, 2, 2, "fsdp", "4x1"))
+    return {"root": root, "one": _losses(one), "two": _losses(two), "two_dir": two, "outputs": outputs}
+
+
+def test_two_processes_train_like_one_process_with_one_writer(runs):
+    _assert_close(runs["two"], runs["one"], 1e-5, range(1, STEPS + 1))
+    two = runs["two_dir"]
+    assert {"recipe.yaml", "metrics.jsonl", "summary.json", "model", "checkpoints"} <= set(os.listdir(two))
+    summary = json.load(open(two / "summary.json"))
+    assert summary["processes"] == 2 and summary["steps"] == STEPS
+    # Token accounting covers both processes' streams: at least every trained token.
+    assert summary["tokens_per_source"]["demo-sft"] >= STEPS * 8 * 48
+    # Both processes wrote their own shards of the arrays; process 0 alone the meta.
+    state = two / "checkpoints" / f"step_{STEPS:08d}" / "state"
+    assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(os.listdir(state))
+    process_0, process_1 = runs["outputs"]
+    assert "topology: 2 process(es) x 2 cpu device(s) = 4 devices" in process_0
+    assert "batch (data) axis crosses processes" in process_0
+    assert "topology" not in process_1 and "== sft" not in process_1  # process 1 is quiet
+
+
+def test_two_processes_on_a_2x2_fsdp_tensor_mesh(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _finish(_start(one, 1, 4, "fsdp_tensor", "2x2"))
+    _finish(_start(two, 2, 2, "fsdp_tensor", "2x2"))
+    _assert_close(_losses(two), _losses(one), 1e-5, range(1, STEPS + 1))
+
+
+def test_sigkill_both_then_resume_on_two_one_and_four_devices(runs, tmp_path):
+    killed = tmp_path / "killed"
+    victims = _start(killed, 2, 2, "fsdp", "4x1")
+    first = killed / "checkpoints" / f"step_{EVERY:08d}"  # renamed into place once complete
+    deadline = time.time() + 180
+    while not first.exists():
+        assert all(p.poll() is None for p in victims), victims[0].stdout.read()[-3000:]
+        assert time.time() < deadline, "no checkpoint within 180 s"
+        time.sleep(0.01)
+    for p in victims:
+        p.send_signal(signal.SIGKILL)
+    for p in victims:
+        p.wait()
+    from smallcoder.training.checkpoint import latest
+
+    step, _ = latest(str(killed / "checkpoints"))
+    assert EVERY <= step < STEPS, "the run finished before it could be killed"
+    assert not (killed / "model").exists()
+    # The same checkpoint, resumed on three topologies.
+    on_one_device, on_four_devices = tmp_path / "one-device", tmp_path / "four-devices"
+    shutil.copytree(killed, on_one_device)
+    shutil.copytree(killed, on_four_devices)
+
+    outputs = _finish(_start(killed, 2, 2, "fsdp", "4x1", resume=True))
+    assert f"resume: step {step} of {STEPS}" in outputs[0]
+    assert "starting from scratch" not in outputs[0] and "fresh smallcoder_test" not in outputs[0]
+    _assert_close(_losses(killed), runs["two"], 1e-6, range(step + 1, STEPS + 1))
+    assert json.load(open(killed / "summary.json"))["resumed_from"] == step
+
+    _finish(_start(on_four_devices, 1, 4, "fsdp", "4x1", resume=True))
+    _assert_close(_losses(on_four_devices), runs["two"], 1e-5, range(step + 1, STEPS + 1))
+    out = _finish(_start(on_one_device, 1, 1, "fsdp", "auto", resume=True))[0]
+    assert "one device, no sharding" in out
+    _assert_close(_losses(on_one_device), runs["two"], 1e-5, range(step + 1, STEPS + 1))
+
+
+def test_a_lost_process_ends_the_job(tmp_path):
+    processes = _start(tmp_path / "lost", 2, 2, "fsdp", "4x1", heartbeat=10,
+                       extra=[f"training.tokens={100 * STEPS * 8 * 48}"])  # still training when killed
+    first = tmp_path / "lost" / "checkpoints" / f"step_{EVERY:08d}"
+    deadline = time.time() + 180
+    while not first.exists():  # training is under way
+        assert time.time() < deadline and processes[0].poll() is None
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGKILL)
+    lost_at = time.time()
+    out = processes[0].communicate(timeout=120)[0]
+    assert time.time() - lost_at < 120
+    assert processes[0].returncode != 0
+    assert "Error: process 1 of 2 is lost" in out, out[-3000:]
