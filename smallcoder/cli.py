@@ -29,6 +29,8 @@ def _register():
     from smallcoder import commands
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):  # shared helpers, not commands
+            continue
         module = importlib.import_module(f"smallcoder.commands.{info.name}")
         main.add_command(module.command)
 

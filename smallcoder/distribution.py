@@ -24,12 +24,11 @@ Kernel shapes (D hidden, N query heads, K kv heads, H head dim, F MLP, V vocab):
 An axis is only split when the mesh axis divides it (e.g. K = 2 kv heads on a
 4-way `model` axis stay replicated), so every layout is valid for every preset.
 
-Multi-host TPU: call `keras.distribution.initialize()` in every process before
-anything touches JAX (on Cloud TPU it reads the coordinator from the
-environment; elsewhere pass `job_addresses`, `num_processes`, `process_id`),
-then build the mesh over `keras.distribution.list_devices()` as here. Each
-process feeds its own shard of the global batch (the data pipeline gets
-`process_index`/`process_count`); Keras assembles the global arrays.
+Several hosts (a TPU pod slice, a GPU cluster): every process joins the job
+first (`smallcoder.multihost.initialize`, the `--coordinator` flags of the
+CLI), then builds the same mesh over all devices of the job, as here. Each
+process feeds only the batch rows its own devices hold (`process_rows`), and
+Keras assembles the global arrays (`jax.make_array_from_process_local_data`).
 """
 
 from __future__ import annotations
@@ -127,7 +126,8 @@ def make_distribution(config, layout, mesh="auto", devices=None):
 
     Returns:
         `DataParallel` for `data`, otherwise `ModelParallel` over a
-        `("batch", "model")` mesh with the batch split over `batch`.
+        `("batch", "model")` mesh with the batch split over `batch`. Input is
+        not auto-sharded: each process passes its own rows (`process_rows`).
 
     Example:
     ```python
@@ -147,8 +147,44 @@ def make_distribution(config, layout, mesh="auto", devices=None):
             raise ValueError(f"layout data replicates weights; use a mesh of Nx1, got {mesh}.")
         # DataParallel wants a 1-D mesh.
         mesh_1d = keras.distribution.DeviceMesh((shape[0],), ["batch"], devices=devices[: shape[0]])
-        return keras.distribution.DataParallel(device_mesh=mesh_1d)
+        return keras.distribution.DataParallel(device_mesh=mesh_1d, auto_shard_dataset=False)
     device_mesh_ = device_mesh(shape, devices)
     return keras.distribution.ModelParallel(
-        layout_map=layout_map(config, layout, device_mesh_), batch_dim_name="batch"
+        layout_map=layout_map(config, layout, device_mesh_), batch_dim_name="batch",
+        auto_shard_dataset=False,
     )
+
+
+def mesh_shape(distribution):
+    """`(data, model)` of a distribution's mesh (a 1-D data mesh is `(N, 1)`), or None."""
+    if distribution is None:
+        return None
+    shape = tuple(distribution.device_mesh.shape)
+    return shape if len(shape) == 2 else (shape[0], 1)
+
+
+def process_rows(distribution, batch, sequence_length):
+    """`(start, stop)`: the rows of a global `(batch, sequence_length)` batch this process's devices hold.
+
+    All of them with one process or no distribution; with several processes
+    the block that the data layout puts on this process's devices (every row
+    when the batch axis does not cross processes).
+
+    Raises:
+        ValueError: this process's rows are not one block.
+    """
+    if distribution is None:
+        return 0, batch
+    import jax
+
+    if jax.process_count() == 1:
+        return 0, batch
+    shape = (batch, sequence_length)
+    sharding = distribution.get_data_layout(shape).backend_layout
+    rows = {(s.start or 0, batch if s.stop is None else s.stop)
+            for s, *_ in sharding.addressable_devices_indices_map(shape).values()}
+    start, stop = min(r[0] for r in rows), max(r[1] for r in rows)
+    if sum(b - a for a, b in rows) != stop - start:
+        raise ValueError(f"process {jax.process_index()} holds batch rows {sorted(rows)}, which are "
+                         "not one block; order the mesh devices by process.")
+    return start, stop

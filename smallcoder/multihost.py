@@ -9,10 +9,11 @@ with one process, on every Keras backend, so callers need no special case.
 
 A lost process ends the job instead of hanging it: a watchdog thread in
 every process posts a heartbeat to the coordination service's key-value store
-each second and watches the others'. When one falls silent for
-`WATCHDOG_SHARE` of the heartbeat timeout, the others print one line naming
-it and exit non-zero, before JAX's own heartbeat check would abort them with a
-C++ stack trace; a lost process 0 (the coordinator) ends the others at once.
+each second and watches the others'. When one falls silent for the heartbeat
+timeout, the others print one line naming it and exit non-zero. JAX's own
+heartbeat check, which would abort them with a C++ stack trace, is set to
+twice that, as a safety net; a lost process 0 (the coordinator) ends the
+others at once.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ import time
 
 import numpy as np
 
-HEARTBEAT_TIMEOUT_S = 100  # JAX's default; a lost peer ends the job after this long
-WATCHDOG_SHARE = 0.6  # our watchdog names the lost process after this share of it
+HEARTBEAT_TIMEOUT_S = 60  # a process silent this long is lost and the job ends
 _HEARTBEATS = "smallcoder/heartbeat/"
 
 
@@ -47,7 +47,7 @@ def initialize(coordinator=None, num_processes=None, process_id=None,
         num_processes, process_id: this job's size and this process's rank;
             with `coordinator`, both are required.
         heartbeat_timeout: seconds without a heartbeat after which a peer
-            counts as lost and the job ends.
+            counts as lost and the job ends (with one line naming it).
 
     Raises:
         MultiHostError: flags on a non-JAX backend, a partial set of flags, or
@@ -82,7 +82,7 @@ def initialize(coordinator=None, num_processes=None, process_id=None,
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(coordinator, num_processes, process_id,
-                                   heartbeat_timeout_seconds=heartbeat_timeout)
+                                   heartbeat_timeout_seconds=2 * heartbeat_timeout)
     except ValueError as e:
         if coordinator is None and "coordinator_address" in str(e):
             return 1  # no cluster detected: one process, as on a laptop
@@ -91,7 +91,7 @@ def initialize(coordinator=None, num_processes=None, process_id=None,
         raise MultiHostError(f"cannot join the JAX job at {coordinator or 'the detected coordinator'}: "
                              f"{e}") from e
     if jax.process_count() > 1:
-        Watchdog(jax.process_index(), jax.process_count(), WATCHDOG_SHARE * heartbeat_timeout).start()
+        Watchdog(jax.process_index(), jax.process_count(), heartbeat_timeout).start()
     return jax.process_count()
 
 

@@ -17,6 +17,16 @@ data shard, h hidden, a heads, L layers, F MLP, V vocab, t model-axis size):
   (the running sum and the current microbatch's).
 
 Wall time = FLOPs per token (see `training.flops`) x tokens / (devices x peak x MFU).
+
+Host memory per process (H hosts, the devices split evenly among them):
+
+- data: each of the host's `data_streams / H` streams keeps, per source, the
+  chunk being consumed and one read ahead, each up to 2 MiB of text and its
+  int32 tokens (`smallcoder.data.documents.CHUNK_CHARS`);
+- checkpoint: an asynchronous save first copies the host's shards of the
+  weights and AdamW state into host memory (its devices' share);
+- export (process 0 only): the gathered float32 weights and the local model
+  built from them, `2 x 4P`.
 """
 
 from __future__ import annotations
@@ -36,7 +46,21 @@ def parameter_count(config):
     return L * per_layer + embeddings + D
 
 
-def plan(recipe, config, mesh, device, layout=None, mfu=0.4):
+def host_memory(recipe, config, state_per_device, devices, hosts):
+    """`{"data", "checkpoint", "export"}`: bytes of host memory per process (see the module doc)."""
+    from smallcoder.data.documents import CHUNK_CHARS
+
+    sources = len(recipe["data"].get("sources") or [None])
+    streams_per_host = -(-recipe.data_streams // hosts)
+    chunk = CHUNK_CHARS * (1 + 4)  # the text, then at most one int32 token per character
+    return {
+        "data": streams_per_host * sources * 2 * chunk,
+        "checkpoint": state_per_device * devices // hosts,
+        "export": 2 * 4 * parameter_count(config),
+    }
+
+
+def plan(recipe, config, mesh, device, layout=None, mfu=0.4, hosts=1):
     """A dict of the numbers `smallcoder plan` prints.
 
     Args:
@@ -46,12 +70,15 @@ def plan(recipe, config, mesh, device, layout=None, mfu=0.4):
         device: a `DEVICES` key or `"cpu"`.
         layout: overrides `distribution.layout`.
         mfu: model FLOPs utilisation assumed for the wall time.
+        hosts: processes the devices are spread over (a TPU pod slice's VMs).
     """
     data, model = mesh
     layout = layout or recipe["distribution.layout"]
     if layout in (None, "none"):
         layout = "data"
     devices = data * model
+    if hosts < 1 or devices % hosts:
+        raise ValueError(f"{devices} devices do not split evenly over {hosts} hosts.")
     shards = {"data": 1, "fsdp": data, "tensor": model, "fsdp_tensor": data * model}[layout]
     t = model if layout in ("tensor", "fsdp_tensor") else 1
     accumulation = recipe["training.gradient_accumulation_steps"]
@@ -86,7 +113,7 @@ def plan(recipe, config, mesh, device, layout=None, mfu=0.4):
     flops = flops_per_token(config, s) * recipe.steps * recipe.tokens_per_step
     return {
         "recipe": recipe.name, "layout": layout, "mesh": f"{data}x{model}", "device": device,
-        "devices": devices, "parameters": P, "steps": recipe.steps,
+        "devices": devices, "hosts": hosts, "parameters": P, "steps": recipe.steps,
         "tokens": recipe.steps * recipe.tokens_per_step, "micro_batch_per_device": b,
         "memory": {
             "parameters": params, "gradients": grads, "optimizer": optimizer,
@@ -94,6 +121,7 @@ def plan(recipe, config, mesh, device, layout=None, mfu=0.4):
             "total": fixed + activations, "total_remat": fixed + activations_remat,
             "device": memory,
         },
+        "host_memory": host_memory(recipe, config, params + optimizer, devices, hosts),
         "fits": fixed + activations <= HEADROOM * memory,
         "fits_remat": fixed + activations_remat <= HEADROOM * memory,
         "remat": remat,  # the recipe's model.remat: which of the two the run uses
@@ -114,7 +142,7 @@ def _duration(seconds):
 
 
 def format_plan(p):
-    m = p["memory"]
+    m, h = p["memory"], p["host_memory"]
     verdict = {True: "fits", False: "does NOT fit"}
     return "\n".join([
         f"plan {p['recipe']}: {p['layout']} layout on a {p['mesh']} mesh of {p['devices']} {p['device']}",
@@ -132,6 +160,11 @@ def format_plan(p):
         f"  model.remat       {p['remat'] or 'null'} -> the run {verdict[p['fits_recipe']]}"
         + ("; set model.remat: full (or --set model.remat=full)"
            if not p["fits_recipe"] and not p["remat"] and p["fits_remat"] else ""),
+        f"  memory per host ({p['hosts']} host(s), {p['devices'] // p['hosts']} device(s) each)",
+        f"    data streams    {_gib(h['data'])}",
+        f"    checkpoint copy {_gib(h['checkpoint'])}   (asynchronous save: the host's shards of "
+        "weights + AdamW state)",
+        f"    final export    {_gib(h['export'])}   (process 0: the gathered float32 weights)",
         f"  compute           {p['flops']:.3e} FLOPs at {100 * p['mfu']:.0f}% MFU of "
         f"{p['peak_flops'] / 1e12:,.1f} TFLOP/s per device",
         f"  wall time         {_duration(p['wall_s'])}",

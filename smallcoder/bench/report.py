@@ -105,6 +105,9 @@ def format_train(r):
         f"{r['matmul_peak']['flops_per_s'] / 1e9:.1f} GFLOP/s",
         _side_line("smallcoder (keras/" + r["backend"] + ")", r["ours"]),
     ]
+    if "layout" in r:
+        lines.insert(1, f"mesh {r['mesh']} ({r['layout']}) over {r['processes']} process(es); figures for "
+                        "the whole job, matmul peak x the job's hosts (CPU) or devices")
     if "hf" in r:
         lines.append(_side_line("transformers + torch", r["hf"]))
         lines.append(f"ratio ours/hf tokens/s: {r['ratio_tokens_per_s']:.2f}x (median of {r['steps']} steps each)")

@@ -20,27 +20,48 @@ def random_batch(config, batch, seq, seed=0):
     return x, y, np.ones((batch, seq), dtype=np.float32)
 
 
-def build_causal_lm(config, dtype="float32", remat=None, seed=0, microbatches=1):
-    """A `SmallCoderCausalLM` of backbone `config`, compiled with AdamW as the recipes compile it."""
+def build_causal_lm(config, dtype="float32", remat=None, seed=0, microbatches=1, distribution=None):
+    """A `SmallCoderCausalLM` of backbone `config`, compiled with AdamW as the recipes compile it.
+
+    `distribution`: a `keras.distribution` layout to build the weights in (JAX).
+    """
+    import contextlib
+
     import keras
 
     from smallcoder.models import SmallCoderBackbone, SmallCoderCausalLM
     from smallcoder.training.metrics import compile_for_training
 
     keras.utils.set_random_seed(seed)
-    backbone = SmallCoderBackbone(**config, dtype=dtype, remat=remat)
-    causal_lm = SmallCoderCausalLM(backbone)
-    compile_for_training(causal_lm, keras.optimizers.AdamW(1e-4, weight_decay=0.1), microbatches=microbatches)
+    with distribution.scope() if distribution else contextlib.nullcontext():
+        backbone = SmallCoderBackbone(**config, dtype=dtype, remat=remat)
+        causal_lm = SmallCoderCausalLM(backbone)
+        compile_for_training(causal_lm, keras.optimizers.AdamW(1e-4, weight_decay=0.1),
+                             microbatches=microbatches)
     return causal_lm
 
 
-def keras_train_step(config, batch, seq, dtype="float32", remat=None, seed=0, microbatches=1):
-    """`(step, causal_lm)`: `step()` runs one `train_on_batch` (the path `fit` takes)."""
-    causal_lm = build_causal_lm(config, dtype=dtype, remat=remat, seed=seed, microbatches=microbatches)
+def keras_train_step(config, batch, seq, dtype="float32", remat=None, seed=0, microbatches=1,
+                     distribution=None):
+    """`(step, causal_lm)`: `step()` runs one `train_on_batch` (the path `fit` takes).
+
+    With a `distribution` over several processes, each process passes only
+    the rows of the global `batch` its devices hold.
+    """
+    import contextlib
+
+    from smallcoder.distribution import process_rows
+
+    causal_lm = build_causal_lm(config, dtype=dtype, remat=remat, seed=seed, microbatches=microbatches,
+                                distribution=distribution)
+    start, stop = process_rows(distribution, batch, seq)
     x, y, w = random_batch(config, batch, seq, seed)
+    x, y, w = {k: v[start:stop] for k, v in x.items()}, y[start:stop], w[start:stop]
+    scope = distribution.scope if distribution else contextlib.nullcontext
 
     def step():
-        return float(causal_lm.train_on_batch(x, y, sample_weight=w, return_dict=True)["loss"])
+        with scope():
+            return float(causal_lm.train_on_batch(x, y, sample_weight=w, return_dict=True)["loss"])
 
     return step, causal_lm
 
@@ -231,12 +252,13 @@ def _side(make_step, framework="jax"):
             "device_peak_bytes": _device_peak_bytes(framework)}
 
 
-def _ours_side(config, batch, seq, dtype, remat, microbatches):
+def _ours_side(config, batch, seq, dtype, remat, microbatches, distribution):
     import keras
 
     backend = keras.config.backend()
     return _side(lambda: keras_train_step(config, batch, seq, dtype=dtype, remat=remat,
-                                          microbatches=microbatches)[0], framework=backend)
+                                          microbatches=microbatches, distribution=distribution)[0],
+                 framework=backend)
 
 
 def _hf_side(config, batch, seq, dtype, microbatches):
@@ -245,8 +267,18 @@ def _hf_side(config, batch, seq, dtype, microbatches):
     return _side(lambda: hf_train_step(config, batch, seq, dtype, microbatches=microbatches)[0], framework="torch")
 
 
+def _peak_units(distribution, framework):
+    """What the measured single-device peak is multiplied by for the whole job's MFU."""
+    if distribution is None:
+        return 1
+    import jax
+
+    # A host's CPU matmul already uses every core of the host: count hosts.
+    return jax.process_count() if peak.on_cpu(framework) else len(jax.devices())
+
+
 def bench_train(config, batch, seq, steps=2, dtype="float32", remat=None, vs_hf=False, interleave=True,
-                peak_size=None, microbatches=1):
+                peak_size=None, microbatches=1, distribution=None):
     """Time `steps` training steps of this package (and of transformers + torch).
 
     Each side first runs one untimed step (compilation, allocation). With
@@ -267,6 +299,10 @@ def bench_train(config, batch, seq, steps=2, dtype="float32", remat=None, vs_hf=
     RSS high-water mark over that side's build and first step; it includes
     whatever the process held before, e.g. the other side) and
     `rss_increase_bytes` (that peak minus the RSS before the side was built).
+
+    `distribution` (JAX): train ours on that mesh; with several processes the
+    figures are the whole job's, and MFU is against the peak times the devices
+    (or, for a measured host peak, the processes).
     """
     import gc
 
@@ -284,7 +320,7 @@ def bench_train(config, batch, seq, steps=2, dtype="float32", remat=None, vs_hf=
         "flops_per_token": flops.flops_per_token(config, seq), "flops_per_step": step_flops,
     }
     peaks = [peak.matmul_peak(peak_size, matmul_dtype, framework=framework)]
-    builders = {"ours": lambda: _ours_side(config, batch, seq, dtype, remat, microbatches)}
+    builders = {"ours": lambda: _ours_side(config, batch, seq, dtype, remat, microbatches, distribution)}
     if vs_hf:
         builders["hf"] = lambda: _hf_side(config, batch, seq, dtype, microbatches)
     sides = {}
@@ -304,7 +340,7 @@ def bench_train(config, batch, seq, steps=2, dtype="float32", remat=None, vs_hf=
             gc.collect()
     peaks.append(peak.matmul_peak(peak_size, matmul_dtype, framework=framework))
     # The larger of the two: a peak is a best case, and load only ever lowers it.
-    peak_flops = max(p["flops_per_s"] for p in peaks)
+    peak_flops = max(p["flops_per_s"] for p in peaks) * _peak_units(distribution, framework)
     result["matmul_peak"] = {"framework": framework, "size": peak_size, "dtype": matmul_dtype,
                              "flops_per_s": peak_flops, "runs": peaks}
     for name, side in sides.items():

@@ -2,6 +2,8 @@
 
 import click
 
+from smallcoder.commands._multihost import join_job, multihost_options
+
 
 @click.group("bench")
 def command():
@@ -85,11 +87,31 @@ def _vs(value):
               "also the whole step's compiled peak (weights, AdamW state, gradients, activations).")
 @click.option("--memory-only", is_flag=True, help="Only the --memory-analysis figures (compiled, no step run): "
               "for a batch that may not fit this machine.")
+@click.option("--layout", default="none", show_default=True,
+              type=click.Choice(["none", "data", "fsdp", "tensor", "fsdp_tensor"]),
+              help="Train on a JAX device mesh (all devices of the job) with this layout.")
+@click.option("--mesh", default="auto", show_default=True, help="DATAxMODEL for --layout, e.g. 4x1.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@multihost_options
 def train(preset, num_layers, batch, seq, steps, dtype, remat, microbatches, vs, interleave, memory_analysis,
-          memory_only, as_json):
-    """Training-step tokens/s, MFU and peak memory, vs transformers + torch."""
+          memory_only, layout, mesh, as_json, coordinator, num_processes, process_id, heartbeat_timeout):
+    """Training-step tokens/s, MFU and peak memory, vs transformers + torch.
+
+    With --layout, the step runs on a mesh of every device of the job; in a
+    multi-process job (see `recipe run --help`) the figures are the whole
+    job's, printed by process 0.
+    """
     import json
+
+    from smallcoder import multihost
+
+    echo = join_job(coordinator, num_processes, process_id, heartbeat_timeout)
+    if multihost.process_count() > 1 and (vs or memory_only or memory_analysis):
+        raise click.ClickException("--vs, --memory-analysis and --memory-only run in one process; "
+                                   "leave them out of a multi-process job.")
+    if multihost.process_count() > 1 and layout == "none":
+        raise click.BadParameter("a multi-process job needs a device mesh: pass e.g. --layout fsdp",
+                                 param_hint="--layout")
 
     from smallcoder.bench.report import format_memory, format_train
     from smallcoder.bench.train import bench_train, remat_memory
@@ -114,15 +136,38 @@ def train(preset, num_layers, batch, seq, steps, dtype, remat, microbatches, vs,
             [f"memory {preset} ({config['num_layers']} layers) batch {batch}x{seq} microbatches={microbatches} {dtype} "
              f"backend={result['backend']}", *format_memory(memory)]))
         return
+    distribution = _distribution(config, layout, mesh)
     result = bench_train(config, batch, seq, steps=steps, dtype=dtype, remat=None if remat == "none" else remat,
-                         vs_hf=_vs(vs), interleave=interleave, microbatches=microbatches)
+                         vs_hf=_vs(vs), interleave=interleave, microbatches=microbatches,
+                         distribution=distribution)
     result["preset"] = preset
+    if distribution is not None:
+        result.update(layout=layout, mesh="x".join(map(str, _mesh_shape(distribution))),
+                      processes=multihost.process_count())
     if memory_analysis:
         try:
             result["memory_analysis"] = remat_memory(config, batch, seq, dtype=dtype, microbatches=microbatches)
         except ValueError as e:
             raise click.ClickException(str(e)) from e
-    click.echo(json.dumps(result) if as_json else format_train(result))
+    multihost.shutdown()
+    echo(json.dumps(result) if as_json else format_train(result))
+
+
+def _distribution(config, layout, mesh):
+    if layout == "none":
+        return None
+    from smallcoder.distribution import make_distribution
+
+    try:
+        return make_distribution(config, layout, mesh)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--layout/--mesh") from e
+
+
+def _mesh_shape(distribution):
+    from smallcoder.distribution import mesh_shape
+
+    return mesh_shape(distribution)
 
 
 @command.command("generate")

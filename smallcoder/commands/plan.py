@@ -12,9 +12,11 @@ DEVICE_CHOICES = ["tpu-v4", "tpu-v5e", "tpu-v5p", "h100", "h200", "cpu"]
 @click.option("--layout", type=click.Choice(["data", "fsdp", "tensor", "fsdp_tensor"]), default=None,
               help="Override the recipe's distribution.layout.")
 @click.option("--mfu", type=float, default=0.4, show_default=True, help="Assumed model FLOPs utilisation.")
+@click.option("--hosts", type=int, default=1, show_default=True,
+              help="Hosts (processes) the devices are spread over, e.g. 4 for a TPU v4-32 slice.")
 @click.option("--demo", is_flag=True, help="Plan the --demo variant.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key.")
-def command(name, mesh, device, layout, mfu, demo, overrides):
+def command(name, mesh, device, layout, mfu, hosts, demo, overrides):
     """Steps, tokens, per-device memory (with/without remat), fit, and wall time of recipe NAME."""
     import re
 
@@ -28,7 +30,8 @@ def command(name, mesh, device, layout, mfu, demo, overrides):
     try:
         recipe = load_recipe(name, demo=demo, overrides=overrides, check_init=False)
         config = backbone_config(recipe, None)
-        result = plan(recipe, config, (int(match.group(1)), int(match.group(2))), device, layout, mfu)
+        result = plan(recipe, config, (int(match.group(1)), int(match.group(2))), device, layout, mfu,
+                      hosts=hosts)
     except (RecipeError, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(format_plan(result))

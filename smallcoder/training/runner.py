@@ -33,6 +33,7 @@ import time
 
 import yaml
 
+from smallcoder import distribution as distribution_lib
 from smallcoder import multihost
 from smallcoder.training import checkpoint
 
@@ -82,35 +83,9 @@ def make_distribution(recipe, config, echo):
             f"{recipe.where('training.global_batch')}: training.global_batch: the micro-batch "
             f"({recipe.micro_batch}) must split evenly over the {data_axis}-way data axis."
         )
-    # Each process feeds its own rows of the global batch (`data_rows`), so
-    # Keras must not shard the input again.
-    distribution.auto_shard_dataset = False
     echo(f"distribution: {layout} on a {'x'.join(map(str, distribution.device_mesh.shape))} mesh "
          f"of {len(devices)} {devices[0].split(':')[0]} devices.")
     return distribution
-
-
-def mesh_shape(distribution):
-    """`(data, model)` of the run's mesh (a 1-D data mesh is `(N, 1)`), or None."""
-    if distribution is None:
-        return None
-    shape = tuple(distribution.device_mesh.shape)
-    return shape if len(shape) == 2 else (shape[0], 1)
-
-
-def data_rows(distribution, micro_batch, sequence_length):
-    """`(start, stop)`: the rows of each global batch that this process's devices hold."""
-    if distribution is None or multihost.process_count() == 1:
-        return 0, micro_batch
-    shape = (micro_batch, sequence_length)
-    sharding = distribution.get_data_layout(shape).backend_layout
-    rows = {(s.start or 0, micro_batch if s.stop is None else s.stop)
-            for s, *_ in sharding.addressable_devices_indices_map(shape).values()}
-    start, stop = min(r[0] for r in rows), max(r[1] for r in rows)
-    if sum(b - a for a, b in rows) != stop - start:
-        raise TrainingError(f"process {multihost.process_index()} holds batch rows {sorted(rows)}, "
-                            "which are not one block; order the mesh devices by process.")
-    return start, stop
 
 
 def load_model(recipe, init_dir, echo, resuming=False):
@@ -289,8 +264,9 @@ def run_stage(recipe, *, resume=False, output_dir=None, echo=print):
     init_dir = recipe.init_from_dir()
     config = backbone_config(recipe, init_dir)
     distribution = make_distribution(recipe, config, echo)
-    for line in multihost.describe_topology(mesh_shape(distribution), recipe["distribution.layout"]):
-        if multihost.process_count() > 1:
+    if multihost.process_count() > 1:
+        for line in multihost.describe_topology(distribution_lib.mesh_shape(distribution),
+                                                recipe["distribution.layout"]):
             echo(line)
     store = checkpoint.Checkpoints(checkpoints_dir, keep=recipe["checkpoint.keep"])
     try:
@@ -370,7 +346,10 @@ def _train(recipe, run_dir, init_dir, config, distribution, store, found, echo):
     accumulation = recipe["training.gradient_accumulation_steps"]
     total_steps = recipe.steps * accumulation  # micro-batches
     seq_len = recipe["training.sequence_length"]
-    rows = data_rows(distribution, recipe.micro_batch, seq_len)
+    try:
+        rows = distribution_lib.process_rows(distribution, recipe.micro_batch, seq_len)
+    except ValueError as e:
+        raise TrainingError(str(e)) from e
     try:
         batches = StreamBatches(
             recipe["data"], lm.tokenizer, sequence_length=seq_len, micro_batch=recipe.micro_batch,

@@ -168,3 +168,24 @@ def test_a_lost_process_ends_the_job(tmp_path):
     assert time.time() - lost_at < 120
     assert processes[0].returncode != 0
     assert "Error: process 1 of 2 is lost" in out, out[-3000:]
+
+
+def test_bench_train_runs_as_a_two_process_job():
+    bench = [sys.executable, "-m", "smallcoder.cli", "bench", "train", "--preset", "smallcoder_test",
+             "--batch", "8", "--seq", "64", "--steps", "2", "--layout", "fsdp", "--mesh", "4x1", "--json"]
+
+    def run(processes, devices):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "jax",
+               "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        job = ["--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", str(processes)]
+        started = [subprocess.Popen(bench + (job + ["--process-id", str(rank)] if processes > 1 else []),
+                                    cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL) for rank in range(processes)]
+        outputs = _finish(started, timeout=240)
+        return [json.loads(line) for line in outputs[0].splitlines() if line.startswith("{")][0], outputs
+
+    one, _ = run(1, 4)
+    two, outputs = run(2, 2)
+    assert two["processes"] == 2 and two["mesh"] == "4x1"
+    assert "{" not in outputs[1]  # process 0 alone reports
+    assert abs(two["ours"]["first_loss"] - one["ours"]["first_loss"]) <= 1e-5

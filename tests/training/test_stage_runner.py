@@ -116,6 +116,14 @@ def test_plan_of_the_303m_model():
     assert two_d["parameters"] == pytest.approx(m["parameters"])  # 8-way either way
     assert plan(recipe, config, (2, 4), "h100", layout="tensor")["memory"]["parameters"] == pytest.approx(
         2 * m["parameters"])  # 4-way on the model axis, replicated over data
+    # A v4-32 slice: 16 chips on 4 hosts. Each host copies its 4 chips' shards when it checkpoints.
+    pod = plan(recipe, config, (16, 1), "tpu-v4", hosts=4)
+    state = pod["memory"]["parameters"] + pod["memory"]["optimizer"]
+    assert pod["host_memory"]["checkpoint"] == pytest.approx(4 * state, rel=1e-6)
+    assert pod["host_memory"]["export"] == 8 * 302_027_520
+    assert "memory per host (4 host(s), 4 device(s) each)" in format_plan(pod)
+    with pytest.raises(ValueError, match="do not split evenly over 3 hosts"):
+        plan(recipe, config, (16, 1), "tpu-v4", hosts=3)
 
 
 def test_recipe_run_all_demo_chains_the_stages(tmp_path):
