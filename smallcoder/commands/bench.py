@@ -170,6 +170,30 @@ def _mesh_shape(distribution):
     return mesh_shape(distribution)
 
 
+@command.command("checkpoint")
+@click.option("--preset", default="smallcoder_303m", show_default=True, help="Built-in preset (random weights).")
+@click.option("--saves", default=3, show_default=True, help="Checkpoints to write, one after the other.")
+@click.option("--dir", "directory", default=None, type=click.Path(file_okay=False),
+              help="Where to write them (default: the system's temporary folder).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def checkpoint(preset, saves, directory, as_json):
+    """Orbax checkpoint of weights + AdamW state: size, the part training waits for, the whole save."""
+    import json
+
+    from smallcoder.bench.checkpoint import bench_checkpoint
+
+    result = bench_checkpoint(_config(preset, None), saves=saves, directory=directory)
+    result["preset"] = preset
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"checkpoint {preset} ({result['parameters']:,} parameters + AdamW state) in "
+               f"{result['directory']}")
+    for i, save in enumerate(result["saves"], 1):
+        click.echo(f"save {i}: {save['bytes'] / 1e6:,.1f} MB; training blocked {save['blocking_s']:.3f} s, "
+                   f"written in {save['total_s']:.2f} s")
+
+
 @command.command("generate")
 @click.option("--preset", default="smallcoder_303m", show_default=True, help="Built-in preset (random weights).")
 @click.option("--num-layers", default=None, type=int, help="Override the preset's decoder block count.")

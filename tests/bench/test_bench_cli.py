@@ -78,3 +78,13 @@ def test_bench_text_output_names_both_sides():
 def test_unknown_reference_is_refused():
     result = CliRunner().invoke(main, ["bench", "train", "--preset", "smallcoder_test", "--vs", "vllm"])
     assert result.exit_code != 0 and "hf" in result.output
+
+
+def test_bench_checkpoint_reports_the_size_of_weights_and_adamw_state_once(tmp_path):
+    r = run(["checkpoint", "--preset", "smallcoder_test", "--saves", "2", "--dir", str(tmp_path)])
+    assert r["parameters"] == 598_336 and len(r["saves"]) == 2
+    state_bytes = 3 * 4 * r["parameters"]  # float32 weights + AdamW momentum and velocity
+    for save in r["saves"]:
+        assert 0 < save["blocking_s"] <= save["total_s"]
+        assert 0.9 * state_bytes <= save["bytes"] <= 1.1 * state_bytes
+    assert not list(tmp_path.iterdir())  # written to a temporary folder that is gone again
