@@ -75,6 +75,8 @@ def initialize(coordinator=None, num_processes=None, process_id=None,
     if jax.distributed.is_initialized():
         return jax.process_count()
     if jax_backend_initialized():
+        if coordinator is None:
+            return jax.process_count()  # a process that already uses JAX on its own (tests, notebooks)
         raise MultiHostError("JAX already started its devices in this process; the multi-process "
                              "runtime must start first (call multihost.initialize earlier).")
     if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):

@@ -298,7 +298,7 @@ def _quiet(*args, **kwargs):
 
 
 def _save_timings(store, waited):
-    """`{"blocking": [...], "last_wait": s}`: what checkpointing cost the training loop."""
+    """`{"blocking": [s per save], "final_wait": s}`: what checkpointing cost the training loop."""
     blocking = [round(seconds, 3) for _, seconds in store.timings]
     return {"blocking": blocking, "final_wait": round(waited, 3)} if blocking else None
 
@@ -510,8 +510,12 @@ def _evaluate(recipe, lm, run_dir, echo):
 
 def format_summary(summary):
     """The end-of-run summary as aligned lines."""
+    resumed = summary.get("resumed_from")
+    processes = summary.get("processes", 1)
     lines = [f"== {summary['stage']}{' (demo)' if summary['demo'] else ''}: "
-             f"{summary['steps']:,} steps, {summary['tokens']:,} tokens in {summary.get('wall_s', 0):.0f} s"]
+             f"{summary['steps']:,} steps, {summary['tokens']:,} tokens in {summary.get('wall_s', 0):.0f} s"
+             + (f" (resumed at step {resumed:,})" if resumed else "")
+             + (f" on {processes} processes" if processes > 1 else "")]
     for source, count in summary["tokens_per_source"].items():
         lines.append(f"   tokens  {source:<24} {count:>14,}")
     if summary["first_loss"] is not None:
@@ -519,6 +523,10 @@ def format_summary(summary):
                      f"(mean of the last 10 steps {summary['last_loss_mean10']:.4f})")
     if summary["tokens_per_s"]:
         lines.append(f"   speed   {summary['tokens_per_s']:,} tokens/s, MFU {100 * summary['mfu']:.1f}%")
+    saves = summary.get("checkpoint_save_s")
+    if saves:
+        lines.append(f"   saves   {len(saves['blocking'])} checkpoint(s); training waited "
+                     f"{sum(saves['blocking']):.2f} s for them, {saves['final_wait']:.2f} s for the last write")
     for task, scores in (summary.get("eval") or {}).items():
         shown = (f"could not run: {scores['error']}" if "error" in scores
                  else ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))

@@ -91,7 +91,8 @@ def runs(tmp_path_factory):
     one, two = root / "one-fsdp", root / "two-fsdp"
     _finish(_start(one, 1, 4, "fsdp", "4x1"))
     outputs = _finish(_start(two, 2, 2, "fsdp", "4x1"))
-    return {"root": root, "one": _losses(one), "two": _losses(two), "two_dir": two, "outputs": outputs}
+    return {"root": root, "one": _losses(one), "two": _losses(two), "one_dir": one, "two_dir": two,
+            "outputs": outputs}
 
 
 def test_two_processes_train_like_one_process_with_one_writer(runs):
@@ -100,7 +101,9 @@ def test_two_processes_train_like_one_process_with_one_writer(runs):
     assert {"recipe.yaml", "metrics.jsonl", "summary.json", "model", "checkpoints"} <= set(os.listdir(two))
     summary = json.load(open(two / "summary.json"))
     assert summary["processes"] == 2 and summary["steps"] == STEPS
-    # Token accounting covers both processes' streams: at least every trained token.
+    # Token accounting sums both processes' streams: the same count as one process.
+    alone = json.load(open(runs["one_dir"] / "summary.json"))
+    assert summary["tokens_per_source"] == alone["tokens_per_source"]
     assert summary["tokens_per_source"]["demo-sft"] >= STEPS * 8 * 48
     # Both processes wrote their own shards of the arrays; process 0 alone the meta.
     state = two / "checkpoints" / f"step_{STEPS:08d}" / "state"

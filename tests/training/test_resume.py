@@ -62,6 +62,9 @@ def test_sigkill_then_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path):
     out, _ = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, out
     assert f"resume: step {step} of {STEPS}" in out
+    # The log of a resumed run does not claim a fresh start, and its summary says it resumed.
+    assert "starting from scratch" not in out and "fresh smallcoder_test weights" not in out
+    assert f"(resumed at step {step})" in out
     out, _ = reference.communicate(timeout=180)
     assert reference.returncode == 0, out
 
