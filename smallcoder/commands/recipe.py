@@ -55,7 +55,7 @@ def run_command(name, demo, overrides, output, resume):
     """Train stage NAME (base, code, math, sft), or `all` to chain base -> code -> math -> sft.
 
     \b
-    Quickstart (2 CPU cores, about five minutes, offline):
+    Quickstart (offline, a few minutes on a laptop CPU):
         smallcoder recipe run sft --demo
     """
     stages = CHAIN if name == "all" else (name,)

@@ -22,7 +22,7 @@ PRESETS = {
         "layer_norm_epsilon": 1e-5,
         "tie_word_embeddings": False,
     },
-    # The demo model: trains on 2 CPU cores in minutes (6.3M parameters).
+    # The demo model: trains on a CPU in minutes (6.3M parameters).
     "smallcoder_tiny": {
         "vocabulary_size": 4096,
         "num_layers": 4,
