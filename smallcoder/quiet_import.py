@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
-import importlib.util
 import os
 import sys
 
@@ -37,7 +36,11 @@ def _stderr_silenced():
 
 
 class _QuietFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: wraps the loader of the named top-level modules' first import."""
+    """Finds nothing itself: asks the other finders and wraps the loader of the named modules.
+
+    Availability checks (`importlib.util.find_spec("tensorflow")`) also come here; only an
+    actual import runs the wrapped `exec_module`, after which the name is done with.
+    """
 
     def __init__(self, names):
         self.names = set(names)
@@ -45,12 +48,19 @@ class _QuietFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in self.names:
             return None
-        self.names.discard(fullname)  # once; also keeps the lookup below from coming back here
-        spec = importlib.util.find_spec(fullname)
-        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
             exec_module = spec.loader.exec_module
 
             def quiet_exec_module(module):
+                self.names.discard(fullname)
                 with _stderr_silenced():
                     exec_module(module)
 
