@@ -39,10 +39,13 @@ _register()
 
 
 def run():
-    """The `smallcoder` console script: `main` under glibc malloc tunables (see `malloc_tuning`)."""
+    """The `smallcoder` console script: `main` under glibc malloc tunables (see `malloc_tuning`),
+    with TensorFlow's native start-up lines silenced (see `quiet_import`)."""
     from smallcoder.malloc_tuning import reexec_with_tunables
+    from smallcoder.quiet_import import quiet_import
 
     reexec_with_tunables()
+    quiet_import("tensorflow")
     main()
 
 

@@ -13,12 +13,11 @@ kernel zeroes each page first. `TUNABLES` keeps it in the process:
 - `hugetlb=1` (glibc >= 2.35): the heap asks for transparent huge pages
   (`madvise(MADV_HUGEPAGE)`), 2 MiB per TLB entry.
 
-Measured on loss + gradients of the 303M model at 1x1024 (JAX, 2 cores):
-with `hugetlb=1` alone 12.0-12.7 s, 1.9 s of it in the kernel (page faults:
-18.8 K, most of them 2 MiB pages zeroed by the kernel); with all four
-10.2-10.4 s, 0.03 s in the kernel, no page faults after the first step, and
-a lower peak RSS (7.8 vs 8.3 GiB). The memory the process has once held stays
-with it until it exits (as with a GPU framework's allocator pool).
+Together they stop the kernel from mapping and zeroing a training step's working set
+again on every step. The first three are needed together (each alone leaves a path by
+which freed memory goes back to the kernel); huge pages add a little. Figures:
+docs/bench.md and docs/history.md. The memory the process has once held
+stays with it until it exits (as with a GPU framework's allocator pool).
 
 glibc reads `GLIBC_TUNABLES` only when a process starts, so the `smallcoder`
 command re-executes itself once with them set (`reexec_with_tunables`). A

@@ -1,7 +1,8 @@
 """Training recipes: one YAML file per stage, a schema, `--set` overrides, stage chaining.
 
 A recipe file names the file it `extends` (here `recipes/_defaults.yaml`, what
-the four stages share) and overrides keys. Loading merges, in order: the
+the four stages share; looked up beside the file, else among the package's
+recipes, so a copied stage file still works) and overrides keys. Loading merges, in order: the
 extended file, the stage file, the `demo:` blocks of both (with `--demo`), then
 `--set key=value` overrides. Every key is checked against `SCHEMA` before
 anything starts; errors name the file that set the key and the key.
@@ -17,7 +18,6 @@ import copy
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 
 import yaml
@@ -115,35 +115,59 @@ def format_tokens(tokens):
 
 
 # === Loading ===
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
 def recipes_dir():
-    """`$SMALLCODER_RECIPES`, else `./recipes`, else the repository's `recipes/` (editable
-    install), else the copy a wheel installs under `<prefix>/share/smallcoder/recipes`."""
-    candidates = [os.environ.get("SMALLCODER_RECIPES"), "recipes",
-                  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"),
-                  os.path.join(sys.prefix, "share", "smallcoder", "recipes")]
-    for path in candidates:
-        if path and os.path.isfile(os.path.join(path, "base.yaml")):
+    """The package's own recipes: `smallcoder/stage_recipes/` in an installed wheel (package data
+    built from the repository's `recipes/`), else `recipes/` beside the package (a source checkout)."""
+    for path in (os.path.join(_PACKAGE, "stage_recipes"), os.path.join(os.path.dirname(_PACKAGE), "recipes")):
+        if os.path.isfile(os.path.join(path, f"{RESERVED}.yaml")):
             return path
-    raise FileNotFoundError(
-        "No recipes folder found (looked at $SMALLCODER_RECIPES, ./recipes and the one next to "
-        "the smallcoder package). Run from the repository root or set SMALLCODER_RECIPES."
-    )
+    raise FileNotFoundError(f"The smallcoder package has lost its recipes (no {RESERVED}.yaml in "
+                            f"{_PACKAGE}/stage_recipes); reinstall it.")
+
+
+def recipe_folders():
+    """Where a recipe name is looked up, first match wins: `$SMALLCODER_RECIPES`, `./recipes`,
+    then the package's own (`recipes_dir()`)."""
+    folders = [os.environ.get("SMALLCODER_RECIPES"), "recipes", recipes_dir()]
+    found = []
+    for folder in folders:
+        if folder and os.path.isdir(folder) and os.path.abspath(folder) not in map(os.path.abspath, found):
+            found.append(folder)
+    return found
 
 
 def list_recipes():
-    """Names of the recipes in `recipes_dir()`, stages first in curriculum order."""
-    names = [f[:-5] for f in os.listdir(recipes_dir()) if f.endswith(".yaml") and not f.startswith("_")]
+    """Names of the recipes in `recipe_folders()`, stages first in curriculum order."""
+    names = {f[:-5] for folder in recipe_folders() for f in os.listdir(folder)
+             if f.endswith(".yaml") and not f.startswith("_")}
     return sorted(names, key=lambda n: (STAGES.index(n) if n in STAGES else len(STAGES), n))
 
 
+def _find(name):
+    for folder in recipe_folders():
+        path = os.path.join(folder, f"{name}.yaml")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def recipe_path(name):
+    """The YAML file of recipe `name`: a path as given, or `<name>.yaml` in `recipe_folders()`.
+
+    Every command resolves recipe names through this one function.
+    """
     if name.endswith((".yaml", ".yml")) or os.sep in name:
         if not os.path.isfile(name):
             raise FileNotFoundError(f"No recipe file {name!r}.")
         return name
-    path = os.path.join(recipes_dir(), f"{name}.yaml")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No recipe {name!r}; known recipes: {', '.join(list_recipes())}.")
+    path = _find(name)
+    if path is None:
+        raise FileNotFoundError(
+            f"No recipe {name!r} (looked in {', '.join(recipe_folders())}); known recipes: "
+            f"{', '.join(list_recipes())}, or pass a path to a YAML file.")
     return path
 
 
@@ -161,12 +185,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_yaml(path):
+def read_recipe_file(path):
+    """One recipe file as a dict; invalid YAML, a key given twice or a non-mapping is a `RecipeError`."""
     with open(path) as f:
         try:
             content = yaml.load(f, Loader=_UniqueKeyLoader)
+        except yaml.MarkedYAMLError as e:  # one line: where, what (PyYAML's own text spans lines)
+            mark = e.problem_mark or e.context_mark
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+            problem = ": ".join(str(p) for p in (e.context, e.problem) if p)
+            raise RecipeError(path, where, f"not valid YAML: {problem}.") from None
         except yaml.YAMLError as e:
-            raise RecipeError(path, "(file)", f"is not valid YAML: {e}") from e
+            raise RecipeError(path, "(file)", f"not valid YAML: {' '.join(str(e).split())}") from None
     if content is None:
         return {}
     if not isinstance(content, dict):
@@ -202,7 +232,7 @@ def _leaves(tree, prefix=""):
 
 def _load_chain(path, seen=()):
     """[(path, content), …] from the most basic `extends` to `path`."""
-    content = _read_yaml(path)
+    content = read_recipe_file(path)
     if path in seen:
         raise RecipeError(path, "extends", "recipes extend each other in a loop.")
     parent = content.get("extends")
@@ -212,7 +242,12 @@ def _load_chain(path, seen=()):
         raise RecipeError(path, "extends", f"must be a recipe name such as _defaults, got {parent!r}.")
     parent_path = os.path.join(os.path.dirname(path), f"{parent}.yaml")
     if not os.path.isfile(parent_path):
-        raise RecipeError(path, "extends", f"no file {parent_path!r} to extend.")
+        # A stage file copied out of the package to change it still extends the package's defaults.
+        packaged = os.path.join(recipes_dir(), f"{parent}.yaml")
+        if not os.path.isfile(packaged):
+            raise RecipeError(path, "extends", f"no file {parent_path!r} to extend, nor {parent!r} among "
+                              f"the package's recipes ({recipes_dir()}).")
+        parent_path = packaged
     return _load_chain(parent_path, seen + (path,)) + [(path, content)]
 
 
@@ -231,12 +266,15 @@ def parse_set(items):
     return parsed
 
 
-def _set_dotted(tree, key, value):
+def _set_dotted(tree, key, value, origins):
+    """Set `a.b.c` in `tree`; sections it creates are recorded as set by `--set` (so an unknown
+    section is blamed on `--set`, not on the recipe file)."""
     parts = key.split(".")
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1], 1):
         node = tree.get(part)
         if node is None:
             node = tree[part] = {}
+            origins[".".join(parts[:depth])] = "--set"
         if not isinstance(node, dict):
             raise RecipeError("--set", key, f"{part!r} is not a section.")
         tree = node
@@ -370,7 +408,7 @@ class Recipe:
         init = self["init_from"]
         if init is None:
             return None
-        if init in STAGES or (os.sep not in init and os.path.isfile(os.path.join(recipes_dir(), f"{init}.yaml"))):
+        if init in STAGES or (os.sep not in init and _find(init) is not None):
             return os.path.join(self["output"].format(name=init), "model")
         return init
 
@@ -390,8 +428,9 @@ class Recipe:
         """`config` with its top-level keys in schema order (description first, data last)."""
         return {k: self.config[k] for k in SCHEMA if k in self.config}
 
-    def describe(self):
-        """The resolved recipe as YAML, then its derived numbers."""
+    def describe(self, output_dir=None):
+        """The resolved recipe as YAML, then its derived numbers (`output_dir`: where this run writes,
+        when `--output` names another folder than the recipe's `output`)."""
         d = self.derived()
         tokens = f"{format_tokens(d['tokens'])} ({d['tokens']:,})"
         lines = [
@@ -416,7 +455,7 @@ class Recipe:
         elif self["schedule.type"] == "cosine":
             lines.append(f"cosine decay steps: {d['decay_steps']:,}")
         lines.append(f"init from:         {self.init_from_dir() or self['model.preset']}")
-        lines.append(f"output:            {self.output_dir}")
+        lines.append(f"output:            {output_dir or self.output_dir}")
         return "\n".join(lines)
 
 
@@ -432,7 +471,9 @@ def load_recipe(name, *, demo=False, overrides=(), check_init=True):
             error: the run starts from scratch (the runner says so).
 
     Raises:
-        RecipeError: naming the file (or `--set`) and the key.
+        RecipeError: naming the file (or `--set`) and the key; a bad `data:`
+            section raises `ValueError` in the same `file: key: message` form.
+        FileNotFoundError: no such recipe.
     """
     path = recipe_path(name)
     stage = os.path.splitext(os.path.basename(path))[0]
@@ -452,7 +493,7 @@ def load_recipe(name, *, demo=False, overrides=(), check_init=True):
     config.pop("extends", None)
     parsed = parse_set(overrides)
     for key, value in parsed:
-        _set_dotted(config, key, value)
+        _set_dotted(config, key, value, origins)
         origins[key] = "--set"
     _check(config, SCHEMA, origins, path)
 
@@ -531,4 +572,32 @@ def check_init_from(recipe):
             recipe.where("init_from"), "init_from",
             f"no checkpoint at {folder!r} (needs config.json and model.weights.h5); "
             f"{hint}point init_from at a Keras preset folder, or set init_from: null to start from scratch.",
+        )
+
+
+def check_tokenizer(recipe):
+    """Raise if `model.tokenizer` names no tokenizer.json, or if the run would start from a
+    built-in preset that ships none (the 303M one) with `model.tokenizer` unset. Offline users
+    are pointed at `--demo`."""
+    from smallcoder.demo_tokenizer import DEMO_VOCAB_SIZE
+    from smallcoder.models.presets import PRESETS, is_keras_preset
+
+    tokenizer = recipe["model.tokenizer"]
+    if tokenizer:
+        path = os.path.join(tokenizer, "tokenizer.json") if os.path.isdir(tokenizer) else tokenizer
+        if not os.path.isfile(path):
+            raise RecipeError(recipe.where("model.tokenizer"), "model.tokenizer",
+                              f"no tokenizer file at {path!r}; point it at a tokenizer.json or a folder "
+                              "holding one.")
+        return
+    folder = recipe.init_from_dir()
+    preset = recipe["model.preset"]
+    if (folder and is_keras_preset(folder)) or preset not in PRESETS:
+        return
+    if PRESETS[preset]["vocabulary_size"] != DEMO_VOCAB_SIZE:
+        raise RecipeError(
+            recipe.where("model.tokenizer"), "model.tokenizer",
+            f"not set, and {preset} comes without a tokenizer; set model.tokenizer to the StarCoder "
+            "tokenizer.json (or a folder holding one), or run with --demo (offline: demo data, demo "
+            "tokenizer, the tiny model).",
         )

@@ -114,6 +114,14 @@ class SmallCoderTokenizer:
                 "EOS. Pass eos_token=... naming the end-of-text token of this vocabulary."
             )
 
+    @classmethod
+    def from_preset(cls, preset):
+        """The tokenizer of a built-in preset name (the small ones share the demo tokenizer), a
+        Keras preset folder or a Hugging Face folder, as the model classes' `from_preset` take them."""
+        from smallcoder.models.presets import tokenizer_from_preset
+
+        return tokenizer_from_preset(preset)
+
     # === Encoding ===
     @property
     def vocab_size(self):

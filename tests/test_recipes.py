@@ -127,3 +127,36 @@ def test_missing_init_from_checkpoint_is_an_error_before_anything_starts(recipe_
     result = CliRunner().invoke(main, ["recipe", "run", path])
     assert result.exit_code != 0 and "init_from: no checkpoint" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_copied_stage_file_extends_the_package_defaults(tmp_path):
+    shutil.copy(os.path.join(recipes_dir(), "sft.yaml"), tmp_path / "my_sft.yaml")  # no _defaults.yaml beside it
+    copied = load_recipe(str(tmp_path / "my_sft.yaml"), check_init=False)
+    packaged = load_recipe("sft", check_init=False)
+    assert copied.config == packaged.config and copied.steps == 22_888
+    assert copied.where("model.preset") == os.path.join(recipes_dir(), "_defaults.yaml")
+    assert copied.name == "my_sft" and copied.output_dir == os.path.join("runs", "my_sft")
+
+
+def test_recipe_names_resolve_in_order_env_cwd_package(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SMALLCODER_RECIPES", raising=False)
+    assert load_recipe("sft", check_init=False).path == os.path.join(recipes_dir(), "sft.yaml")
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "sft.yaml").write_text("extends: _defaults\ntraining: {tokens: 1B}\n"
+                                                   "data: {sources: [{name: a, weight: 1.0, type: jsonl, path: a}]}\n")
+    assert load_recipe("sft", check_init=False).tokens == 10**9  # ./recipes first; its _defaults from the package
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "sft.yaml").write_text((tmp_path / "recipes" / "sft.yaml").read_text().replace("1B", "2B"))
+    monkeypatch.setenv("SMALLCODER_RECIPES", str(tmp_path / "env"))
+    assert load_recipe("sft", check_init=False).tokens == 2 * 10**9
+    assert load_recipe("code", check_init=False).path == os.path.join(recipes_dir(), "code.yaml")
+    with pytest.raises(FileNotFoundError, match=r"No recipe 'cod' \(looked in .*env, recipes, .*\); known recipes: "
+                                                r"base, code, math, sft"):
+        load_recipe("cod")
+
+
+def test_the_run_header_names_the_output_folder_of_this_run():
+    recipe = load_recipe("sft", demo=True)
+    assert recipe.describe().endswith(f"output:            {os.path.join('runs', 'demo', 'sft')}")
+    assert recipe.describe("elsewhere/sft").endswith("output:            elsewhere/sft")

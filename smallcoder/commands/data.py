@@ -3,25 +3,6 @@
 import click
 
 
-def find_recipe(recipe):
-    """The YAML path of RECIPE: a path, or a name in `$SMALLCODER_RECIPES`, `./recipes`, the repo's `recipes/`."""
-    import os
-
-    if recipe.endswith((".yaml", ".yml")) or os.sep in recipe:
-        candidates = [recipe]
-    else:
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        folders = [os.environ.get("SMALLCODER_RECIPES"), "recipes", os.path.join(root, "recipes")]
-        candidates = [os.path.join(f, f"{recipe}.yaml") for f in folders if f]
-    for path in candidates:
-        if os.path.isfile(path):
-            return path
-    raise click.BadParameter(
-        f"no recipe {recipe!r}: looked for {', '.join(candidates)}. Pass a recipe name "
-        "in recipes/ (base, code, math, sft) or a path to a YAML file.", param_hint="RECIPE"
-    )
-
-
 def recipe_data(path, demo):
     """`(data, sequence_length, tokenizer)` of the recipe at `path` (the last two may be None).
 
@@ -29,14 +10,12 @@ def recipe_data(path, demo):
     (merging, demo blocks); a standalone YAML is read as is: its `data:`,
     `training.sequence_length` (or `model.sequence_length`) and
     `model.tokenizer`, with its top-level `demo:` block applied under --demo.
+    Bad YAML and bad keys raise `RecipeError` (one line: file, key, what to do).
     """
-    import yaml
+    from smallcoder.recipes import RecipeError, load_recipe, read_recipe_file
 
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
+    raw = read_recipe_file(path)
     if raw.get("extends"):
-        from smallcoder.recipes import load_recipe
-
         recipe = load_recipe(path, demo=demo, check_init=False)
         return recipe["data"], recipe["training.sequence_length"], recipe["model.tokenizer"]
 
@@ -48,7 +27,7 @@ def recipe_data(path, demo):
     trees = ([raw.get("demo") or {}] if demo else []) + [raw]
     first = lambda *keys: next((get(t, k) for t in trees for k in keys if get(t, k) is not None), None)  # noqa: E731
     if "data" not in raw:
-        raise click.ClickException(f"{path}: data: missing; the recipe has no data section.")
+        raise RecipeError(path, "data", "missing; the recipe has no data section.")
     return raw["data"], first("training.sequence_length", "model.sequence_length"), first("model.tokenizer", "tokenizer")
 
 
@@ -110,7 +89,7 @@ def command():
 @click.option("--tokenizer", "tokenizer_path", default=None, help="A tokenizer.json (default: the recipe's model.tokenizer; the demo tokenizer with --demo).")
 @click.option("--json", "as_json", is_flag=True, help="Print token ids, segment ids and loss masks, one JSON object per batch.")
 def inspect(recipe, demo, batches, batch_size, sequence_length, split, seed, tokenizer_path, as_json):
-    """Show what the model will see for RECIPE (a name in recipes/ or a YAML path).
+    """Show what the model will see for RECIPE (a recipe name, as in `recipe list`, or a YAML path).
 
     Each row is decoded with ⟦doc k⟧ where document k starts (attention and
     positions restart there when document masking is on) and «…» around
@@ -121,9 +100,10 @@ def inspect(recipe, demo, batches, batch_size, sequence_length, split, seed, tok
 
     from smallcoder.data import build_pipeline, validate_data_config
     from smallcoder.data.sources import SourceError
+    from smallcoder.recipes import recipe_path
 
-    path = find_recipe(recipe)
     try:
+        path = recipe_path(recipe)
         data, recipe_length, recipe_tokenizer = recipe_data(path, demo)
         validate_data_config(data, path)
         sequence_length = sequence_length or recipe_length or 256

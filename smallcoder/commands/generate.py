@@ -18,11 +18,21 @@ import click
               help="Wrap each prompt in the chat format (User: …\\nAssistant:).")
 @click.option("--quantize", default=None, type=click.Choice(["int8", "int8-blocks"]),
               help="Quantize the weights (Keras quantize('int8'): int8 kernels, per-token int8 activations) "
-              "before generating; 'int8-blocks' keeps the embedding and output projection float32. Smaller "
-              "weights; on the 2-core CPU no faster than float32 at batch 1 (XLA:CPU's int8 products are "
-              "slow), and greedy output may differ from float32 (measured in docs/bench.md).")
-def command(prompts, model_path, max_new_tokens, sampler, temperature, top_k, top_p, seed, chat, quantize):
+              "before generating; 'int8-blocks' keeps the embedding and output projection float32. "
+              "Smaller weights, not necessarily faster (XLA:CPU's int8 matmuls are slow), and greedy "
+              "output may differ from float32 (docs/bench.md).")
+@click.option("--truncate-prompt", is_flag=True,
+              help="If a prompt plus --max-new-tokens exceeds the 1024-token context, keep only the "
+              "prompt's last tokens instead of stopping with an error.")
+def command(prompts, model_path, max_new_tokens, sampler, temperature, top_k, top_p, seed, chat, quantize,
+            truncate_prompt):
     """Generate a continuation for each PROMPT (batched together)."""
+    from smallcoder.models.presets import check_model_source
+
+    try:
+        check_model_source(model_path)  # before the heavy imports: a wrong path fails at once
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
     import keras_hub
 
     from smallcoder.models import SmallCoderCausalLM
@@ -44,8 +54,20 @@ def command(prompts, model_path, max_new_tokens, sampler, temperature, top_k, to
         causal_lm.quantize_for_generation(quantize)
     causal_lm.compile(sampler=samplers[sampler]())
     texts = [chat_prompt(p) if chat else p for p in prompts]
+    context = causal_lm.backbone.max_sequence_length
+    longest = max(len(ids) for ids in causal_lm.tokenizer.encode_batch(texts))
+    if max_new_tokens >= context:
+        raise click.ClickException(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in the "
+                                   f"{context}-token context; lower it.")
+    if longest + max_new_tokens > context and not truncate_prompt:
+        raise click.ClickException(
+            f"A prompt of {longest} tokens + --max-new-tokens {max_new_tokens} exceeds the {context}-token "
+            "context. Shorten the prompt, lower --max-new-tokens, or pass --truncate-prompt to keep only "
+            "the prompt's last tokens."
+        )
     try:
-        outputs = causal_lm.generate(texts, max_new_tokens=max_new_tokens, strip_prompt=True)
+        outputs = causal_lm.generate(texts, max_new_tokens=max_new_tokens, strip_prompt=True,
+                                     truncate_prompt=truncate_prompt)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
     for prompt, output in zip(texts, outputs):

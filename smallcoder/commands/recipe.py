@@ -14,21 +14,25 @@ def command():
 
 @command.command("list")
 def list_command():
-    """List the recipes with their token budgets and steps."""
+    """List the recipes (in $SMALLCODER_RECIPES, ./recipes and the package) with budgets and steps."""
     from smallcoder.recipes import format_tokens, list_recipes, load_recipe
 
     for name in list_recipes():
-        recipe = load_recipe(name, check_init=False)
+        try:
+            recipe = load_recipe(name, check_init=False)
+        except (ValueError, FileNotFoundError) as e:  # one bad file does not hide the others
+            click.echo(f"{name:<6} cannot load: {e}")
+            continue
         click.echo(f"{name:<6} {format_tokens(recipe.tokens):>6} tokens  {recipe.steps:>7,} steps  "
                    f"init_from {recipe['init_from'] or '-':<5}  {recipe['description'] or ''}")
 
 
 def _load(name, demo, overrides, check_init=False):
-    from smallcoder.recipes import RecipeError, load_recipe
+    from smallcoder.recipes import load_recipe
 
     try:
         return load_recipe(name, demo=demo, overrides=overrides, check_init=check_init)
-    except (RecipeError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # RecipeError and data: errors are ValueErrors
         raise click.ClickException(str(e)) from e
 
 
@@ -55,7 +59,7 @@ def run_command(name, demo, overrides, output, resume, coordinator, num_processe
     """Train stage NAME (base, code, math, sft), or `all` to chain base -> code -> math -> sft.
 
     \b
-    Quickstart (2 CPU cores, about five minutes, offline):
+    Quickstart (offline, a few minutes on a laptop CPU):
         smallcoder recipe run sft --demo
     \b
     A multi-process job runs the same command in every process, e.g. two CPU
@@ -78,16 +82,22 @@ def run_command(name, demo, overrides, output, resume, coordinator, num_processe
         output = None
     # Validate every stage before training any (a chain checks init_from as it goes).
     recipes = [_load(stage, demo, overrides, check_init=name != "all") for stage in stages]
-    from smallcoder.recipes import RecipeError, check_init_from
+    from smallcoder.data.sources import SourceError
+    from smallcoder.recipes import RecipeError, check_init_from, check_tokenizer
     from smallcoder.training import TrainingError, run_stage
 
+    try:
+        for recipe in recipes:
+            check_tokenizer(recipe)
+    except RecipeError as e:
+        raise click.ClickException(str(e)) from e
     for recipe in recipes:
         echo(f"=== stage {recipe.name}{' (demo)' if demo else ''}: {recipe['description'] or ''}")
-        echo(recipe.describe().split("# derived\n", 1)[1])
+        echo(recipe.describe(output).split("# derived\n", 1)[1])
         try:
             check_init_from(recipe)
             run_stage(recipe, resume=resume, output_dir=output, echo=echo)
-        except (TrainingError, RecipeError) as e:
+        except (TrainingError, RecipeError, SourceError) as e:
             raise click.ClickException(str(e)) from e
         except Exception:
             multihost.end_if_peer_lost()  # a collective failed because a process is gone

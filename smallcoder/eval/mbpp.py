@@ -29,6 +29,7 @@ code first because the setup of tasks 367 and 927 uses classes the code defines.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import textwrap
@@ -41,7 +42,8 @@ from smallcoder.eval.postprocess import (
 
 NAME = "mbpp"
 REFERENCE = {"pass@1": 0.310}  # the SmallCoder-303M model card: 31.0%
-HUB_ID = "google-research-datasets/mbpp"
+# The full release (974 tasks), CC-BY-4.0; provenance and attribution in data/README.md.
+PACKAGED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mbpp.jsonl.gz")
 SHOT_IDS = (2, 3, 4)
 TEST_IDS = range(11, 511)
 STOPS = ("[DONE]", "\nYou are an expert Python programmer", "\n```")
@@ -51,25 +53,22 @@ def load_tasks(data=None, limit=None):
     """The MBPP test split (task_ids 11-510) plus the shots.
 
     Args:
-        data: path to a local `mbpp.jsonl` (the Google Research release).
-            If None: the `SMALLCODER_MBPP_DATA` environment variable if set,
-            else `datasets.load_dataset("google-research-datasets/mbpp",
-            "full")` from the Hugging Face Hub (a clear error, within seconds,
-            when the Hub is offline or unreachable).
+        data: path to an `mbpp.jsonl` (or `.jsonl.gz`) of the Google Research
+            release. If None: the `SMALLCODER_MBPP_DATA` environment variable
+            if set, else the copy shipped in the package (`PACKAGED`, CC-BY-4.0,
+            attribution in `smallcoder/eval/data/README.md`).
         limit: keep only the first `limit` test tasks.
 
     Returns:
         A list of task dicts (`task_id` int, `text`, `code`, `test_list`,
         `test_setup_code`), each with `shots`: the three shot tasks.
     """
-    data = data or os.environ.get("SMALLCODER_MBPP_DATA") or None
-    rows = _read_jsonl(data) if data else _load_from_hub()
-    by_id = {int(r["task_id"]): r for r in rows}
+    data = data or os.environ.get("SMALLCODER_MBPP_DATA") or PACKAGED
+    by_id = {int(r["task_id"]): r for r in _read_jsonl(data)}
     missing = [i for i in (*SHOT_IDS, *TEST_IDS) if i not in by_id]
     if missing:
-        where = data or HUB_ID
         raise ValueError(
-            f"MBPP data {where!r} lacks task_ids {missing[:5]}{'...' if len(missing) > 5 else ''}: "
+            f"MBPP data {data!r} lacks task_ids {missing[:5]}{'...' if len(missing) > 5 else ''}: "
             "it must be the full release (task_ids 1-974), e.g. mbpp.jsonl."
         )
     shots = [by_id[i] for i in SHOT_IDS]
@@ -80,47 +79,19 @@ def load_tasks(data=None, limit=None):
 def _read_jsonl(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"No MBPP file at {path!r}. Pass --data pointing to mbpp.jsonl "
-            "(google-research/mbpp/mbpp.jsonl)."
+            f"No MBPP file at {path!r}. Pass --data (or SMALLCODER_MBPP_DATA) the path of an mbpp.jsonl "
+            "from google-research/mbpp, or neither to use the copy shipped with smallcoder."
         )
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _load_from_hub():
-    offline = any(
-        os.environ.get(v, "").lower() in ("1", "true", "yes")
-        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
-    hint = (
-        "Pass --data PATH (or set SMALLCODER_MBPP_DATA) to a local mbpp.jsonl, "
-        "e.g. ../shared/data/mbpp/mbpp.jsonl."
-    )
-    if offline:
-        raise RuntimeError(f"Hugging Face Hub is offline (HF_HUB_OFFLINE); {hint}")
-    if not _hub_reachable():
-        raise RuntimeError(
-            f"Cannot reach the Hugging Face Hub to load {HUB_ID}. {hint}"
-        )
-    import datasets
-
-    try:
-        splits = datasets.load_dataset(HUB_ID, "full")
-    except Exception as e:  # network, auth or cache errors: say what to do
-        raise RuntimeError(f"Loading {HUB_ID} from the Hub failed ({e}). {hint}") from e
-    return [row for split in splits.values() for row in split]
-
-
-def _hub_reachable(timeout_s=3.0):
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
-        return True
-    except OSError:
-        return False
+    opener = gzip.open if path.endswith(".gz") else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as e:
+                    raise ValueError(f"{path}: line {number}: not a JSON object ({e}).") from None
+    return rows
 
 
 def _block(task, with_code):

@@ -122,17 +122,21 @@ def perplexity(causal_lm, texts, window=None, stride=512, batch_size=4, progress
     }
 
 
+_FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".md", ".py", ".gz", ".parquet", ".csv")
+
+
 def read_texts(source, text_field="text", split="train", limit=None):
     """Documents from a local file or a Hugging Face dataset.
 
     Args:
         source: a `.txt` file (one document), a `.jsonl` file (one document per
-            line, in `text_field`), or a dataset id `name` or `name:config`
-            streamed with `datasets.load_dataset`.
+            line, in `text_field`), or a dataset id `owner/name` or
+            `owner/name:config` streamed with `datasets.load_dataset`.
         limit: at most this many documents.
 
-    Yields:
-        Document strings.
+    Returns:
+        An iterator of document strings. A missing file, or a name that is
+        neither a file nor a dataset id, raises here, before anything is read.
     """
     import itertools
 
@@ -142,40 +146,43 @@ def read_texts(source, text_field="text", split="train", limit=None):
         else:
             with open(source, encoding="utf-8") as f:
                 rows = iter([f.read()])
+    elif _looks_like_a_file(source):
+        raise FileNotFoundError(f"No file {source!r} (--data); pass an existing .txt or .jsonl file, "
+                                "or a dataset id such as owner/name.")
     else:
         rows = _dataset_texts(source, text_field, split)
-    yield from itertools.islice(rows, limit)
+    return itertools.islice(rows, limit)
+
+
+def _looks_like_a_file(source):
+    """Not a dataset id (`owner/name[:config]`): a file suffix, a path prefix, or not exactly one `/`."""
+    name = source.partition(":")[0]
+    return (source.endswith(_FILE_SUFFIXES) or source.startswith((".", "/", "~"))
+            or name.count("/") != 1)
 
 
 def _jsonl_texts(path, field):
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if line.strip():
-                row = json.loads(line)
-                if field not in row:
-                    raise KeyError(
-                        f"{path}: line {number} has no {field!r} key (--text-field)."
-                    )
+                try:
+                    row = json.loads(line)
+                except ValueError as e:
+                    raise ValueError(f"{path}: line {number}: not valid JSON ({e}).") from None
+                if not isinstance(row, dict) or field not in row:
+                    raise ValueError(f"{path}: line {number} has no {field!r} key (--text-field).")
                 yield row[field]
 
 
 def _dataset_texts(source, field, split):
-    from smallcoder.eval.mbpp import _hub_reachable
+    from smallcoder.data.sources import _hub_reachable
 
-    if "/" not in source and ":" not in source:
-        raise FileNotFoundError(
-            f"No file {source!r}, and it is not a dataset id (owner/name)."
-        )
-    if (
-        os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true")
-        or not _hub_reachable()
-    ):
+    if not _hub_reachable():
         raise RuntimeError(
-            f"Cannot reach the Hugging Face Hub to stream {source!r}. "
+            f"Cannot reach the Hugging Face Hub to stream dataset {source!r}. "
             "Pass a local .txt or .jsonl file instead."
         )
     import datasets
 
     name, _, config = source.partition(":")
-    for row in datasets.load_dataset(name, config or None, split=split, streaming=True):
-        yield row[field]
+    return (row[field] for row in datasets.load_dataset(name, config or None, split=split, streaming=True))

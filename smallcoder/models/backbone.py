@@ -193,6 +193,14 @@ class SmallCoderBackbone(Backbone):
         dtype = dtype or self.compute_dtype
         return tuple((ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype)) for _ in range(self.num_layers))
 
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """A backbone from a built-in preset name (fresh weights), a Keras preset folder or a
+        Hugging Face folder: what `SmallCoderCausalLM.from_preset` takes (`dtype`, `remat` too)."""
+        from smallcoder.models.presets import backbone_from_preset
+
+        return backbone_from_preset(preset, load_weights=load_weights, **kwargs)
+
     def get_config(self):
         config = super().get_config()
         config.update(

@@ -22,7 +22,7 @@ PRESETS = {
         "layer_norm_epsilon": 1e-5,
         "tie_word_embeddings": False,
     },
-    # The demo model: trains on 2 CPU cores in minutes (6.3M parameters).
+    # The demo model: trains on a CPU in minutes (6.3M parameters).
     "smallcoder_tiny": {
         "vocabulary_size": 4096,
         "num_layers": 4,
@@ -106,6 +106,26 @@ def load_backbone(preset, load_weights=True, dtype=None, remat=_KEEP):
     return backbone
 
 
+def backbone_from_preset(preset, load_weights=True, dtype=None, remat=_KEEP):
+    """`SmallCoderBackbone.from_preset`: what `load_causal_lm` takes, without the LM head."""
+    preset = os.fspath(preset)
+    if preset not in PRESETS and os.path.isdir(preset) and is_hf_folder(preset):
+        return load_causal_lm(preset, load_weights=load_weights, dtype=dtype, remat=remat).backbone
+    return load_backbone(preset, load_weights=load_weights, dtype=dtype, remat=remat)
+
+
+def tokenizer_from_preset(preset):
+    """`SmallCoderTokenizer.from_preset`: the tokenizer of a preset name or folder, or a clear error."""
+    preset = os.fspath(preset)
+    check_model_source(preset)
+    tokenizer = load_tokenizer(preset)
+    if tokenizer is None:
+        where = (f"the built-in preset {preset!r} ships none (its tokenizer.json comes with the Hugging Face "
+                 f"folder {HF_REPOS[preset]})" if preset in HF_REPOS else f"{preset!r} holds no tokenizer.json")
+        raise ValueError(f"No tokenizer: {where}. Use SmallCoderTokenizer('path/to/tokenizer.json').")
+    return tokenizer
+
+
 def load_tokenizer(preset):
     """The tokenizer of a preset name (demo tokenizer for the small ones) or folder."""
     from smallcoder.tokenizer import SmallCoderTokenizer
@@ -153,6 +173,16 @@ def save_causal_lm(causal_lm, preset_dir):
         causal_lm.backbone.save_to_preset(tmp)
         if causal_lm.tokenizer is not None:
             causal_lm.tokenizer.save(tmp)
+
+
+def check_model_source(preset):
+    """Raise `ValueError` unless `preset` is a built-in preset name, a Keras preset folder or a
+    Hugging Face folder. Reads only the folder listing and config.json, so a command can check
+    `--model` before it imports Keras."""
+    preset = os.fspath(preset)
+    if preset in PRESETS or (os.path.isdir(preset) and is_hf_folder(preset)):
+        return
+    _check_folder(preset)
 
 
 def _check_folder(path):

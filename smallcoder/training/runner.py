@@ -35,6 +35,8 @@ import yaml
 
 from smallcoder import distribution as distribution_lib
 from smallcoder import multihost
+from smallcoder.data.preflight import check_sources_open
+from smallcoder.recipes import check_tokenizer
 from smallcoder.training import checkpoint
 
 
@@ -143,21 +145,6 @@ def check_backend(recipe):
         )
 
 
-def check_tokenizer(recipe, init_dir):
-    """Fail early when the model would have no tokenizer (303m from scratch needs one)."""
-    from smallcoder.demo_tokenizer import DEMO_VOCAB_SIZE
-    from smallcoder.models.presets import PRESETS, is_keras_preset
-
-    preset = recipe["model.preset"]
-    from_preset = not (init_dir and is_keras_preset(init_dir))
-    if (from_preset and not recipe["model.tokenizer"] and preset in PRESETS
-            and PRESETS[preset]["vocabulary_size"] != DEMO_VOCAB_SIZE):
-        raise TrainingError(
-            f"{recipe.where('model.tokenizer')}: model.tokenizer: {preset} comes without a tokenizer; "
-            "set model.tokenizer to the StarCoder tokenizer.json (or a folder holding one)."
-        )
-
-
 def checkpoint_dir(recipe, run_dir):
     """`checkpoint.dir` (a folder or bucket URI), else `<run>/checkpoints`."""
     return recipe["checkpoint.dir"] or os.path.join(run_dir, checkpoint.CHECKPOINTS)
@@ -249,8 +236,11 @@ def run_stage(recipe, *, resume=False, output_dir=None, echo=print):
     primary = multihost.is_primary()
     if not primary:
         echo = _quiet
-    check_tokenizer(recipe, recipe.init_from_dir())
+    check_tokenizer(recipe)
     check_backend(recipe)
+    # Before the model is built or the run folder made: a source that cannot be
+    # opened (offline hub, a wrong path) stops the run in one line.
+    check_sources_open(recipe["data"], demo=recipe.demo)
     run_dir = output_dir or recipe.output_dir
     os.makedirs(run_dir, exist_ok=True)
     checkpoints_dir = checkpoint_dir(recipe, run_dir)

@@ -64,7 +64,7 @@ def test_inspect_without_network_names_dataset(recipes_dir):
 
 def test_unknown_recipe(recipes_dir):
     result = CliRunner().invoke(main, ["data", "inspect", "nope", "--demo"])
-    assert result.exit_code != 0 and "no recipe 'nope'" in result.output
+    assert result.exit_code != 0 and "No recipe 'nope' (looked in recipes, " in result.output
 
 
 REPO_RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "recipes")

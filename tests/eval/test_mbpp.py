@@ -1,4 +1,5 @@
-import time
+import gzip
+import hashlib
 
 import pytest
 
@@ -7,10 +8,16 @@ from smallcoder.eval.runner import run_eval
 from smallcoder.tokenizer import chat_prompt
 
 HEADER = "You are an expert Python programmer, and here is your task: "
+UPSTREAM_SHA256 = "ccf64ceae9c5403bf50a044cb6d505bfd2a2963ee58338ba268fd65beab92a9f"
 
 
-def test_test_split_and_three_shot_prompt(mbpp_path):
-    tasks = mbpp.load_tasks(mbpp_path)
+@pytest.fixture(autouse=True)
+def _packaged_data(monkeypatch):
+    monkeypatch.delenv("SMALLCODER_MBPP_DATA", raising=False)
+
+
+def test_test_split_and_three_shot_prompt():
+    tasks = mbpp.load_tasks()
     assert [t["task_id"] for t in tasks] == list(range(11, 511))
     task = tasks[0]
     assert [s["task_id"] for s in task["shots"]] == [2, 3, 4]
@@ -45,15 +52,14 @@ def test_postprocess_keeps_globals_before_functions():
     assert mbpp.postprocess(code) == code + "\n"
 
 
-def test_reference_code_passes(mbpp_path, tmp_path, write_samples):
-    tasks = mbpp.load_tasks(mbpp_path, limit=30)
+def test_reference_code_passes(tmp_path, write_samples):
+    tasks = mbpp.load_tasks(limit=30)
     samples = write_samples(
         tmp_path / "ref.jsonl", [(t["task_id"], t["code"]) for t in tasks]
     )
     summary = run_eval(
         name="mbpp",
         samples=samples,
-        data=mbpp_path,
         limit=30,
         output_dir=tmp_path,
         progress=False,
@@ -63,31 +69,29 @@ def test_reference_code_passes(mbpp_path, tmp_path, write_samples):
 
 @pytest.mark.slow
 def test_reference_code_passes_on_the_whole_test_split(
-    mbpp_path, tmp_path, write_samples
+    tmp_path, write_samples
 ):
-    tasks = mbpp.load_tasks(mbpp_path)
+    tasks = mbpp.load_tasks()
     samples = write_samples(
         tmp_path / "ref.jsonl", [(t["task_id"], t["code"]) for t in tasks]
     )
     summary = run_eval(
         name="mbpp",
         samples=samples,
-        data=mbpp_path,
         output_dir=tmp_path,
         progress=False,
     )
     assert summary["num_tasks"] == 500 and summary["scores"] == {"pass@1": 1.0}
 
 
-def test_empty_completions_score_zero(mbpp_path, tmp_path, write_samples):
-    tasks = mbpp.load_tasks(mbpp_path, limit=10)
+def test_empty_completions_score_zero(tmp_path, write_samples):
+    tasks = mbpp.load_tasks(limit=10)
     samples = write_samples(
         tmp_path / "empty.jsonl", [(t["task_id"], "") for t in tasks]
     )
     summary = run_eval(
         name="mbpp",
         samples=samples,
-        data=mbpp_path,
         limit=10,
         output_dir=tmp_path,
         progress=False,
@@ -95,29 +99,38 @@ def test_empty_completions_score_zero(mbpp_path, tmp_path, write_samples):
     assert summary["scores"] == {"pass@1": 0.0}
 
 
-def test_offline_hub_fails_fast_and_says_what_to_do(monkeypatch):
-    monkeypatch.delenv("SMALLCODER_MBPP_DATA", raising=False)
+def test_the_packaged_copy_is_the_upstream_release():
+    with gzip.open(mbpp.PACKAGED, "rb") as f:
+        content = f.read()
+    assert hashlib.sha256(content).hexdigest() == UPSTREAM_SHA256  # smallcoder/eval/data/README.md
+    assert len(content.splitlines()) == 974
+
+
+def test_eval_mbpp_runs_offline_with_no_data_flag(tmp_path, write_samples, monkeypatch):
+    """`smallcoder eval mbpp` needs neither the Hub nor --data: the package ships MBPP."""
+    from click.testing import CliRunner
+
+    from smallcoder.cli import main
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.monotonic()
-    with pytest.raises(RuntimeError, match="--data"):
-        mbpp.load_tasks()
-    assert time.monotonic() - start < 5
-
-
-def test_unreachable_hub_fails_fast(monkeypatch):
-    monkeypatch.delenv("SMALLCODER_MBPP_DATA", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens there
-    start = time.monotonic()
-    with pytest.raises(RuntimeError, match="--data"):
-        mbpp.load_tasks()
-    assert time.monotonic() - start < 10
+    tasks = mbpp.load_tasks(limit=3)
+    samples = write_samples(tmp_path / "ref.jsonl", [(t["task_id"], t["code"]) for t in tasks])
+    result = CliRunner().invoke(main, ["eval", "mbpp", "--samples", samples, "--limit", "3",
+                                       "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "passed 3, failed 0" in result.output
 
 
-def test_data_path_from_the_environment(monkeypatch, mbpp_path):
-    monkeypatch.setenv("SMALLCODER_MBPP_DATA", mbpp_path)
+def test_data_path_from_the_environment(monkeypatch, tmp_path):
+    plain = tmp_path / "mbpp.jsonl"
+    with gzip.open(mbpp.PACKAGED, "rb") as f:
+        plain.write_bytes(f.read())
+    monkeypatch.setenv("SMALLCODER_MBPP_DATA", str(plain))
     assert len(mbpp.load_tasks(limit=3)) == 3
+    monkeypatch.setenv("SMALLCODER_MBPP_DATA", str(tmp_path / "missing.jsonl"))
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        mbpp.load_tasks()
 
 
 def test_bad_local_files(tmp_path):
@@ -126,4 +139,7 @@ def test_bad_local_files(tmp_path):
     partial = tmp_path / "partial.jsonl"
     partial.write_text('{"task_id": 2, "text": "t", "code": "", "test_list": []}\n')
     with pytest.raises(ValueError, match="lacks task_ids"):
+        mbpp.load_tasks(str(partial))
+    partial.write_text('{"task_id": 2}\nnot json\n')
+    with pytest.raises(ValueError, match="partial.jsonl: line 2: not a JSON object"):
         mbpp.load_tasks(str(partial))
