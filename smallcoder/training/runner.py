@@ -238,13 +238,13 @@ def run_stage(recipe, *, resume=False, output_dir=None, echo=print):
         echo = _quiet
     check_tokenizer(recipe)
     check_backend(recipe)
+    run_dir = output_dir or recipe.output_dir
+    checkpoints_dir = checkpoint_dir(recipe, run_dir)
+    found = _prepare_run_dir(recipe, run_dir, checkpoints_dir, resume, echo)
     # Before the model is built or the run folder made: a source that cannot be
     # opened (offline hub, a wrong path) stops the run in one line.
     check_sources_open(recipe["data"], demo=recipe.demo)
-    run_dir = output_dir or recipe.output_dir
     os.makedirs(run_dir, exist_ok=True)
-    checkpoints_dir = checkpoint_dir(recipe, run_dir)
-    found = _prepare_run_dir(recipe, run_dir, checkpoints_dir, resume, echo)
     if primary:
         with open(os.path.join(run_dir, "recipe.yaml"), "w") as f:
             yaml.safe_dump(recipe.ordered_config(), f, sort_keys=False)
