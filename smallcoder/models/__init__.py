@@ -1,7 +1,22 @@
-"""SmallCoder model classes and presets."""
+"""SmallCoder model classes and presets.
 
-from smallcoder.models.backbone import SmallCoderBackbone
-from smallcoder.models.causal_lm import SmallCoderCausalLM
-from smallcoder.models.presets import PRESETS
+The classes load on first access, so that `smallcoder.models.quantization`
+and `smallcoder.models.presets` can be imported without Keras.
+"""
 
-__all__ = ["PRESETS", "SmallCoderBackbone", "SmallCoderCausalLM"]
+_LAZY = {
+    "SmallCoderBackbone": "smallcoder.models.backbone",
+    "SmallCoderCausalLM": "smallcoder.models.causal_lm",
+    "PRESETS": "smallcoder.models.presets",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'smallcoder.models' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)
