@@ -77,6 +77,22 @@ def set_loss_tracker(model, metric):
     object.__setattr__(model, "_loss_tracker", metric)
 
 
+def jax_train_state(model, data):
+    """`(trainable, non_trainable, optimizer, metrics)` variable values: the `state`
+    argument of a compiled Keras model's `train_step` on JAX, for data like `data`.
+
+    Private: `Trainer._symbolic_build(data_batch=...)` (makes the optimizer
+    and metric variables as `train_on_batch` does) and
+    `JAXTrainer._get_jax_state(...)`.
+    """
+    try:
+        model._symbolic_build(data_batch=data)
+        return model._get_jax_state(trainable_variables=True, non_trainable_variables=True,
+                                    optimizer_variables=True, metrics_variables=True)
+    except (AttributeError, TypeError) as e:
+        raise _changed("Trainer._symbolic_build / JAXTrainer._get_jax_state", "keras", e) from e
+
+
 def jax_backends_initialized():
     """Whether this process's JAX has created its backends (so `XLA_FLAGS` is fixed).
 

@@ -84,6 +84,25 @@ def test_the_loss_tracker_is_what_fit_logs_and_can_be_replaced():
         compat.loss_tracker(object())
 
 
+def test_jax_train_state_is_what_the_compiled_train_step_takes(backend):
+    if backend != "jax":
+        pytest.skip("JAX trainer")
+    import jax
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse")
+    data = (np.ones((4, 3), "float32"), np.zeros((4, 1), "float32"))
+    state = compat.jax_train_state(model, data)
+    trainable, non_trainable, optimizer, metrics = state
+    assert len(trainable) == len(model.trainable_variables) and len(metrics) == len(model.metrics_variables)
+    assert len(optimizer) == len(model.optimizer.variables) > 0  # built, as train_on_batch builds it
+    logs, (new_trainable, *_) = jax.jit(model.train_step)(state, data)
+    assert float(logs["loss"]) > 0 and not np.allclose(new_trainable[0], trainable[0])
+    with pytest.raises(compat.UpstreamChanged, match="_symbolic_build"):
+        compat.jax_train_state(object(), data)
+
+
 def test_jax_backends_initialized_turns_true_when_jax_starts():
     code = ("from smallcoder import compat; print(compat.jax_backends_initialized()); import jax; "
             "print(compat.jax_backends_initialized()); jax.devices(); print(compat.jax_backends_initialized())")

@@ -88,20 +88,15 @@ def _read_jsonl(path):
 
 
 def _load_from_hub():
-    offline = any(
-        os.environ.get(v, "").lower() in ("1", "true", "yes")
-        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
+    from smallcoder import hub_access
+
     hint = (
         "Pass --data PATH (or set SMALLCODER_MBPP_DATA) to a local mbpp.jsonl, "
         "e.g. ../shared/data/mbpp/mbpp.jsonl."
     )
-    if offline:
-        raise RuntimeError(f"Hugging Face Hub is offline (HF_HUB_OFFLINE); {hint}")
-    if not _hub_reachable():
-        raise RuntimeError(
-            f"Cannot reach the Hugging Face Hub to load {HUB_ID}. {hint}"
-        )
+    reason = hub_access.unavailable_reason(datasets=True)
+    if reason:
+        raise RuntimeError(f"Cannot use the Hugging Face Hub to load {HUB_ID} ({reason}). {hint}")
     import datasets
 
     try:
@@ -109,18 +104,6 @@ def _load_from_hub():
     except Exception as e:  # network, auth or cache errors: say what to do
         raise RuntimeError(f"Loading {HUB_ID} from the Hub failed ({e}). {hint}") from e
     return [row for split in splits.values() for row in split]
-
-
-def _hub_reachable(timeout_s=3.0):
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
-        return True
-    except OSError:
-        return False
 
 
 def _block(task, with_code):

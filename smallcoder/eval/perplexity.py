@@ -160,18 +160,16 @@ def _jsonl_texts(path, field):
 
 
 def _dataset_texts(source, field, split):
-    from smallcoder.eval.mbpp import _hub_reachable
+    from smallcoder import hub_access
 
     if "/" not in source and ":" not in source:
         raise FileNotFoundError(
             f"No file {source!r}, and it is not a dataset id (owner/name)."
         )
-    if (
-        os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true")
-        or not _hub_reachable()
-    ):
+    reason = hub_access.unavailable_reason(datasets=True)
+    if reason:
         raise RuntimeError(
-            f"Cannot reach the Hugging Face Hub to stream {source!r}. "
+            f"Cannot use the Hugging Face Hub to stream {source!r} ({reason}). "
             "Pass a local .txt or .jsonl file instead."
         )
     import datasets
