@@ -186,9 +186,9 @@ class SmallCoderBackbone(Backbone):
             `(hidden_states (B, T, D), cache)`; every earlier cache position is
             treated as valid (the caller fills it before reading it).
         """
-        # keras-hub models keep one (B, L, 2, S, K, H) cache tensor; slicing a
-        # layer out and writing it back made XLA:CPU copy the whole cache per
-        # layer per step. One array pair per layer is updated in place.
+        # One (key, value) array pair per layer, updated in place: keras-hub's
+        # single (B, L, 2, S, K, H) cache tensor made XLA copy it per layer and
+        # step (docs/models.md).
         length = ops.shape(token_ids)[1]
         cache_length = ops.shape(cache[0][0])[1]  # key (B*K, S, H)
         query_index = ops.arange(length) + cache_update_index  # (T,)
