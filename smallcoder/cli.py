@@ -20,7 +20,7 @@ CLI_ENVIRONMENT = {"KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="smallcoder")
 @click.option("-v", "--verbose", is_flag=True,
-              help="Say how this process was tuned (Keras backend, XLA flags, malloc) before running.")
+              help="Say how this process was tuned (Keras backend, XLA flags, malloc).")
 @click.pass_context
 def main(ctx, verbose):
     """Train, fine-tune, convert, run and evaluate SmallCoder (Keras 3)."""

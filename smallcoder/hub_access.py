@@ -69,7 +69,8 @@ def unavailable_reason(datasets=False, timeout=PROBE_TIMEOUT_S):
     """Why the Hub cannot be used (`"HF_HUB_OFFLINE is set"`, `"<endpoint> is not
     reachable"`), or None when it can."""
     if offline(datasets):
-        return "HF_DATASETS_OFFLINE or HF_HUB_OFFLINE is set" if datasets else "HF_HUB_OFFLINE is set"
+        names = "HF_DATASETS_OFFLINE or HF_HUB_OFFLINE" if datasets else "HF_HUB_OFFLINE"
+        return f"{names} is set"
     if not reachable(timeout):
         return f"{endpoint()} is not reachable"
     return None

@@ -48,8 +48,9 @@ def tuned_environment(environ):
 
 
 def status(environ=None):
-    """`"applied"` (this process runs with `TUNABLES`), `"user"` (the user's own malloc
-    tunables), `"off"` (`SMALLCODER_MALLOC_TUNING=0`), `"not set"` or `"unsupported"` (not glibc)."""
+    """How this process's malloc is set: `"applied"` (it runs with `TUNABLES`),
+    `"user"` (the user's own malloc tunables), `"off"` (`SMALLCODER_MALLOC_TUNING=0`),
+    `"not set"` or `"unsupported"` (not glibc)."""
     environ = os.environ if environ is None else environ
     current = environ.get("GLIBC_TUNABLES", "")
     if TUNABLES in current:

@@ -47,10 +47,10 @@ def describe(report):
     xla = {
         "applied": f"XLA_FLAGS += {xla_flags.FLAG} (XLA:CPU memory scheduler)",
         "user": "XLA_FLAGS: your own setting of the XLA:CPU scheduler flag, kept",
-        "too_late": f"XLA_FLAGS += {xla_flags.FLAG}, too late for this process (JAX already started)",
+        "too_late": f"XLA_FLAGS += {xla_flags.FLAG}, too late for this process (JAX runs)",
     }
     malloc = {
-        "applied": f"GLIBC_TUNABLES has {malloc_tuning.TUNABLES} (freed memory stays in the process)",
+        "applied": f"GLIBC_TUNABLES has {malloc_tuning.TUNABLES} (freed memory stays)",
         "user": "GLIBC_TUNABLES: your own glibc.malloc settings, kept",
         "off": f"{malloc_tuning.OPT_OUT}=0: glibc malloc left as it is",
         "not set": "glibc malloc left as it is",

@@ -26,12 +26,13 @@ def test_rope_cos_sin_are_the_tables_keras_hub_applies():
     cos, sin = compat.rope_cos_sin(rotary, x, positions)
     assert tuple(cos.shape) == (2, 7, 1, 8)
     np.testing.assert_allclose(ops.convert_to_numpy(rotate(x, cos, sin)),
-                               ops.convert_to_numpy(rotary(x, positions=positions)), rtol=1e-6, atol=1e-6)
+                               ops.convert_to_numpy(rotary(x, positions=positions)),
+                               rtol=1e-6, atol=1e-6)
     cos, sin = compat.rope_cos_sin(rotary, x)  # positions 0..T-1
     assert tuple(cos.shape) == (1, 7, 1, 8)
-    np.testing.assert_allclose(ops.convert_to_numpy(rotate(x, cos, sin)), ops.convert_to_numpy(rotary(x)),
-                               rtol=1e-6, atol=1e-6)
-    with pytest.raises(compat.UpstreamChanged, match="RotaryEmbedding._compute_cos_sin_embedding.*keras-hub"):
+    np.testing.assert_allclose(ops.convert_to_numpy(rotate(x, cos, sin)),
+                               ops.convert_to_numpy(rotary(x)), rtol=1e-6, atol=1e-6)
+    with pytest.raises(compat.UpstreamChanged, match="_compute_cos_sin_embedding.*keras-hub"):
         compat.rope_cos_sin(object(), x)
 
 
@@ -64,13 +65,15 @@ def test_the_loss_tracker_is_what_fit_logs_and_can_be_replaced():
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
         model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")  # weights stay as they are
-        assert compat.loss_tracker(model) in model.metrics and compat.loss_tracker(model).name == "loss"
+        tracker = compat.loss_tracker(model)
+        assert tracker in model.metrics and tracker.name == "loss"
         if replace:  # after compile, before the first step (as compile_for_training does)
             replacement = _Last()
             compat.set_loss_tracker(model, replacement)
             assert compat.loss_tracker(model) is replacement and replacement in model.metrics
         seen = []
-        record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(logs["loss"]))
+        record = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: seen.append(logs["loss"]))
         model.fit(((x, y) for y in targets), steps_per_epoch=2, epochs=1, verbose=0, shuffle=False,
                   callbacks=[record])
         step_losses = [float(np.mean((model.predict_on_batch(x) - y) ** 2)) for y in targets]
@@ -95,8 +98,9 @@ def test_jax_train_state_is_what_the_compiled_train_step_takes(backend):
     data = (np.ones((4, 3), "float32"), np.zeros((4, 1), "float32"))
     state = compat.jax_train_state(model, data)
     trainable, non_trainable, optimizer, metrics = state
-    assert len(trainable) == len(model.trainable_variables) and len(metrics) == len(model.metrics_variables)
-    assert len(optimizer) == len(model.optimizer.variables) > 0  # built, as train_on_batch builds it
+    assert len(trainable) == len(model.trainable_variables)
+    assert len(metrics) == len(model.metrics_variables)
+    assert len(optimizer) == len(model.optimizer.variables) > 0  # built, as train_on_batch does
     logs, (new_trainable, *_) = jax.jit(model.train_step)(state, data)
     assert float(logs["loss"]) > 0 and not np.allclose(new_trainable[0], trainable[0])
     with pytest.raises(compat.UpstreamChanged, match="_symbolic_build"):
@@ -104,8 +108,8 @@ def test_jax_train_state_is_what_the_compiled_train_step_takes(backend):
 
 
 def test_jax_backends_initialized_turns_true_when_jax_starts():
-    code = ("from smallcoder import compat; print(compat.jax_backends_initialized()); import jax; "
-            "print(compat.jax_backends_initialized()); jax.devices(); print(compat.jax_backends_initialized())")
+    code = ("from smallcoder import compat; started = compat.jax_backends_initialized; "
+            "print(started()); import jax; print(started()); jax.devices(); print(started())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "True"]
 

@@ -13,8 +13,8 @@ from smallcoder import hub_access
 def no_hub_settings(monkeypatch):
     from huggingface_hub import constants
 
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_ENDPOINT", "HTTPS_PROXY", "https_proxy",
-                 "ALL_PROXY", "all_proxy"):
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_ENDPOINT",
+                 "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     return monkeypatch
@@ -37,8 +37,9 @@ def _closed_port():
     return port
 
 
-@pytest.mark.parametrize("value, expected", [("1", True), ("ON", True), ("yes", True), ("True", True),
-                                             ("0", False), ("false", False), ("", False)])
+@pytest.mark.parametrize("value, expected", [
+    ("1", True), ("ON", True), ("yes", True), ("True", True), ("0", False), ("false", False), ("", False),
+])
 def test_offline_reads_the_variable_as_huggingface_hub_does(no_hub_settings, value, expected):
     no_hub_settings.setenv("HF_HUB_OFFLINE", value)
     assert hub_access.offline() is expected
@@ -48,7 +49,8 @@ def test_offline_reads_the_variable_as_huggingface_hub_does(no_hub_settings, val
 def test_datasets_offline_counts_for_dataset_loads_only(no_hub_settings):
     no_hub_settings.setenv("HF_DATASETS_OFFLINE", "1")
     assert hub_access.offline(datasets=True) and not hub_access.offline()
-    assert hub_access.unavailable_reason(datasets=True) == "HF_DATASETS_OFFLINE or HF_HUB_OFFLINE is set"
+    reason = hub_access.unavailable_reason(datasets=True)
+    assert reason == "HF_DATASETS_OFFLINE or HF_HUB_OFFLINE is set"
 
 
 def test_huggingface_hubs_own_setting_counts(no_hub_settings):
@@ -69,7 +71,8 @@ def test_probe_of_the_endpoint(no_hub_settings, listening_port):
 
 
 def test_with_a_proxy_the_proxy_is_probed(no_hub_settings, listening_port):
-    no_hub_settings.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")  # only the proxy connects
+    # Only the proxy accepts connections.
+    no_hub_settings.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
     no_hub_settings.setenv("HTTPS_PROXY", f"127.0.0.1:{listening_port}")
     assert hub_access.reachable()
     no_hub_settings.setenv("HTTPS_PROXY", f"http://127.0.0.1:{_closed_port()}")

@@ -23,17 +23,20 @@ print("all", sorted(set(os.environ.items()) ^ set(before.items())), len(sys.modu
 
 def _clean_env(**extra):
     drop = ("XLA_FLAGS", "GLIBC_TUNABLES", malloc_tuning.OPT_OUT, "KERAS_BACKEND")
-    return {k: v for k, v in os.environ.items() if k not in drop} | {"KERAS_BACKEND": "jax", **extra}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    return env | {"KERAS_BACKEND": "jax", **extra}
 
 
 def _python(code, env):
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    return out.stdout
 
 
 def test_import_smallcoder_leaves_os_environ_unchanged():
-    before = _clean_env()
-    code = "import os, smallcoder; print(sorted(set(os.environ.items()) ^ set({}.items())))".format(before)
-    assert _python(code, before).strip() == "[]"
+    code = ("import os; before = dict(os.environ); import smallcoder; "
+            "print(sorted(set(os.environ.items()) ^ set(before.items())))")
+    assert _python(code, _clean_env()).strip() == "[]"
 
 
 def test_importing_every_module_leaves_os_environ_unchanged():
@@ -47,13 +50,15 @@ def test_tune_process_sets_the_scheduler_flag_keeps_other_flags_and_a_user_setti
             "print(r['xla_scheduler']); print(os.environ['XLA_FLAGS'])")
     assert _python(code, _clean_env()).splitlines() == ["applied", xla_flags.FLAG]
     other = "--xla_force_host_platform_device_count=2"
-    assert _python(code, _clean_env(XLA_FLAGS=other)).splitlines() == ["applied", f"{other} {xla_flags.FLAG}"]
+    lines = _python(code, _clean_env(XLA_FLAGS=other)).splitlines()
+    assert lines == ["applied", f"{other} {xla_flags.FLAG}"]
     user = "--xla_cpu_enable_concurrency_optimized_scheduler=true"
     assert _python(code, _clean_env(XLA_FLAGS=user)).splitlines() == ["user", user]
 
 
 def test_tune_process_says_too_late_once_jax_runs():
-    code = "import jax; jax.devices(); import smallcoder; print(smallcoder.tune_process(malloc=False)['xla_scheduler'])"
+    code = ("import jax; jax.devices(); import smallcoder; "
+            "print(smallcoder.tune_process(malloc=False)['xla_scheduler'])")
     assert _python(code, _clean_env()).strip() == "too_late"
 
 
@@ -69,8 +74,8 @@ def test_apply_and_scheduler_setting_on_a_given_environment():
 def test_the_command_tunes_itself_and_says_so_with_verbose():
     env = _clean_env()
     env.pop("KERAS_BACKEND")
-    out = subprocess.run([sys.executable, "-m", "smallcoder.cli", "-v", "recipe", "--help"], env=env,
-                         capture_output=True, text=True, check=True)
+    command = [sys.executable, "-m", "smallcoder.cli", "-v", "recipe", "--help"]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     assert "process tuning: KERAS_BACKEND=jax\n" in out.stderr
     assert f"process tuning: XLA_FLAGS += {xla_flags.FLAG}" in out.stderr
     if malloc_tuning.tuned_environment({}) is not None:  # Linux with glibc: re-executed once

@@ -70,7 +70,8 @@ def matmul_peak(size=2048, dtype="float32", repeats=5, framework="jax"):
     Returns:
         dict with `flops_per_s` (best), `median_flops_per_s`, `size`, `dtype`.
     """
-    run = {"jax": _jax_runner, "torch": _torch_runner, "tensorflow": _tensorflow_runner}[framework](size, dtype)
+    runners = {"jax": _jax_runner, "torch": _torch_runner, "tensorflow": _tensorflow_runner}
+    run = runners[framework](size, dtype)
     times = _timed(run, repeats)
     flops = 2.0 * size**3
     return {

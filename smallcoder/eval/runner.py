@@ -93,7 +93,7 @@ def run_eval(
     paths = _output_paths(output_dir, name)
     config = {
         "benchmark": name,
-        "model": model_name or (getattr(causal_lm, "name", None) if causal_lm is not None else None),
+        "model": model_name or getattr(causal_lm, "name", None),
         "samples": os.path.abspath(samples) if samples else None,
         "n_samples": None if samples else n_samples,
         "temperature": None if samples else temperature,
@@ -116,9 +116,12 @@ def run_eval(
             scoring.score_samples(samples, by_id)
         else:
             done = log.done()
-            pending = [(t, s) for t in tasks for s in range(n_samples) if (str(t["task_id"]), s) not in done]
-            stats = scoring.generate_and_score(causal_lm, pending, chat=chat, temperature=temperature, seed=seed,
-                                               max_new_tokens=max_new_tokens, batch_size=batch_size)
+            pending = [(t, s) for t in tasks for s in range(n_samples)
+                       if (str(t["task_id"]), s) not in done]
+            stats = scoring.generate_and_score(
+                causal_lm, pending, chat=chat, temperature=temperature, seed=seed,
+                max_new_tokens=max_new_tokens, batch_size=batch_size,
+            )
         scoring.wait()
         rows = _unique_rows(log.rows, by_id)
 
@@ -147,10 +150,12 @@ def _benchmark(name, causal_lm, samples):
 
 
 def _output_paths(output_dir, name):
-    """`{"results.jsonl", "config.json", "summary.json"}` -> path in `output_dir` (a new temporary folder if None)."""
+    """`{"results.jsonl", "config.json", "summary.json"}` -> their paths in `output_dir`
+    (a new temporary folder if None)."""
     output_dir = output_dir or tempfile.mkdtemp(prefix=f"smallcoder-eval-{name}-")
     os.makedirs(output_dir, exist_ok=True)
-    return {k: os.path.join(output_dir, f"{name}_{k}") for k in ("results.jsonl", "config.json", "summary.json")}
+    files = ("results.jsonl", "config.json", "summary.json")
+    return {k: os.path.join(output_dir, f"{name}_{k}") for k in files}
 
 
 class _Scoring:
@@ -173,7 +178,8 @@ class _Scoring:
             self.log.append(_row(task, sample, completion, raw, result.status, result.duration_s))
             self.execution.update(1)
 
-        self.futures.append(self.executor.submit(self.bench.build_program(task, completion), record))
+        program = self.bench.build_program(task, completion)
+        self.futures.append(self.executor.submit(program, record))
 
     def score_samples(self, path, by_id):
         """Run the samples jsonl at `path` (the rows not yet in the log)."""
@@ -185,18 +191,32 @@ class _Scoring:
             task = by_id[task_id]
             self.submit(task, sample, completion, self.bench.postprocess(completion, task))
 
-    def generate_and_score(self, causal_lm, pending, *, chat, temperature, seed, max_new_tokens, batch_size):
-        """Generate a completion per pending `(task, sample)` and run each; returns the `GenerationStats`."""
+    def generate_and_score(
+        self, causal_lm, pending, *, chat, temperature, seed, max_new_tokens, batch_size
+    ):
+        """Generate a completion per pending `(task, sample)` and run each.
+
+        Returns:
+            The `GenerationStats` (context caps).
+        """
         from tqdm.auto import tqdm
 
-        from smallcoder.eval.generation import GenerationStats, generate_batches, make_sampler, using_sampler
+        from smallcoder.eval.generation import (
+            GenerationStats,
+            generate_batches,
+            make_sampler,
+            using_sampler,
+        )
 
         prompts = [((t, s), self.bench.build_prompt(t, chat=chat)) for t, s in pending]
         stats = GenerationStats(requested_max_new_tokens=max_new_tokens)
-        self.execution = tqdm(total=len(pending), desc=f"{self.name}: execute", position=1, **self.bar)
-        generation = tqdm(total=len(pending), desc=f"{self.name}: generate", position=0, **self.bar)
+        total, name = len(pending), self.name
+        self.execution = tqdm(total=total, desc=f"{name}: execute", position=1, **self.bar)
+        generation = tqdm(total=total, desc=f"{name}: generate", position=0, **self.bar)
         with using_sampler(causal_lm, make_sampler(temperature, seed)):
-            for batch in generate_batches(causal_lm, prompts, max_new_tokens, batch_size, stats, generation):
+            for batch in generate_batches(
+                causal_lm, prompts, max_new_tokens, batch_size, stats, generation
+            ):
                 for (task, sample), raw in batch:
                     self.submit(task, sample, raw)
         generation.close()

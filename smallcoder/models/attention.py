@@ -88,7 +88,9 @@ class SmallCoderAttention(keras.layers.Layer):
             name="rotary_embedding",
         )
         # === Kernels of `call` ===
-        self.resolved_implementation = resolve_implementation(self.implementation, self.compute_dtype)
+        self.resolved_implementation = resolve_implementation(
+            self.implementation, self.compute_dtype
+        )
         self.jax_kernels = uses_jax_kernels(self.resolved_implementation)
         self.causal_attention = KERNELS[self.resolved_implementation]
         self.built = True

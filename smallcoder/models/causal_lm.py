@@ -57,7 +57,9 @@ class SmallCoderCausalLM(CausalLM):
         logits = backbone.token_embedding(hidden_states, reverse=True)  # (B, T, V)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
-    def compile(self, optimizer="auto", loss="auto", *, weighted_metrics="auto", sampler="greedy", **kwargs):
+    def compile(
+        self, optimizer="auto", loss="auto", *, weighted_metrics="auto", sampler="greedy", **kwargs
+    ):
         """`CausalLM.compile` with AdamW and greedy decoding as defaults.
 
         For the recipes' loss, per-step loss log and in-step microbatches use
@@ -231,7 +233,9 @@ class SmallCoderCausalLM(CausalLM):
         as_text = isinstance(prompts[0], str)
         prompts = self._prompt_ids(prompts, as_text)
         stop_token_ids = self._stop_token_ids(stop_token_ids)
-        prompts, max_new_tokens = self._fit_context(prompts, max_new_tokens, max_length, truncate_prompt)
+        prompts, max_new_tokens = self._fit_context(
+            prompts, max_new_tokens, max_length, truncate_prompt
+        )
 
         num_prompts = len(prompts)
         rows = prompts + [prompts[0]] * self.extra_decode_rows(num_prompts)
@@ -270,7 +274,7 @@ class SmallCoderCausalLM(CausalLM):
         return None if stop_token_ids is None else tuple(int(t) for t in stop_token_ids)
 
     def _fit_context(self, prompts, max_new_tokens, max_length, truncate_prompt):
-        """`(prompts, max_new_tokens)` checked against the context; prompts left-truncated if asked."""
+        """`(prompts, max_new_tokens)` that fit the context; prompts cut on the left if asked."""
         context = self.backbone.max_sequence_length
         longest = max(len(p) for p in prompts)
         if max_length is not None:
@@ -302,7 +306,8 @@ class SmallCoderCausalLM(CausalLM):
         layers = [self.backbone.token_embedding]
         for block in self.backbone.transformer_layers:
             layers += block.projections()
-        return 1 if any(getattr(layer, "quantization_mode", None) == "int8" for layer in layers) else 0
+        int8 = any(getattr(layer, "quantization_mode", None) == "int8" for layer in layers)
+        return 1 if int8 else 0
 
     def get_config(self):
         # The tokenizer is saved as tokenizer.json next to the weights by

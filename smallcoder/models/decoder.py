@@ -99,7 +99,8 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         return hidden_states + self._feedforward(normed)  # (B, T, D)
 
     def _normalize(self, norm, hidden_states):
-        """`norm(hidden_states)`; `fused_jax.rms_norm` (same values, faster backward) with the JAX kernels."""
+        """`norm(hidden_states)`; with the JAX kernels `fused_jax.rms_norm` (same values,
+        faster backward)."""
         if not self.fused_norms:
             return norm(hidden_states)
         from smallcoder.models.fused_jax import rms_norm
@@ -121,20 +122,23 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         return swiglu(x, *(ops.cast(layer.kernel, x.dtype) for layer in layers))
 
     def _feedforward_layers(self, x, output_kernel_t=None):
-        """SwiGLU through the Dense layers; `output_kernel_t`: `decode_kernel()`, used in place of the output kernel."""
+        """SwiGLU through the Dense layers.
+
+        `output_kernel_t`: `decode_kernel()`, used in place of the output kernel.
+        """
         hidden = ops.silu(self.feedforward_gate(x)) * self.feedforward_intermediate(x)  # (B, T, F)
         if output_kernel_t is None:
             return self.feedforward_output(hidden)  # (B, T, D)
         return ops.einsum("btf,df->btd", hidden, ops.cast(output_kernel_t, hidden.dtype))
 
     def projections(self):
-        """The block's seven projection layers (attention q, k, v, output; SwiGLU gate, up, output)."""
+        """The block's seven projections: attention q, k, v, output; SwiGLU gate, up, output."""
         attention = self.attention
         return [attention.query, attention.key, attention.value, attention.attention_output,
                 self.feedforward_gate, self.feedforward_intermediate, self.feedforward_output]
 
     def decode_kernel(self):
-        """The feedforward output kernel transposed, (D, F), for one-row decoding; None where not used.
+        """The feedforward output kernel transposed, (D, F), for one-row decoding, or None.
 
         With the JAX kernels and a float kernel: XLA:CPU reads the
         transposed copy faster in a one-row product than the (F, D) kernel

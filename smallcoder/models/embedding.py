@@ -25,7 +25,8 @@ class SmallCoderEmbedding(keras.layers.ReversibleEmbedding):
 
     def build(self, input_shape=None):
         super().build(input_shape)
-        self.jax_kernels = uses_jax_kernels(resolve_implementation(self.implementation, self.compute_dtype))
+        implementation = resolve_implementation(self.implementation, self.compute_dtype)
+        self.jax_kernels = uses_jax_kernels(implementation)
 
     def call(self, inputs, reverse=False):
         plain = self.quantization_mode is None and self.reverse_dtype is None and self.logit_soft_cap is None

@@ -42,7 +42,8 @@ def resolve_implementation(implementation, compute_dtype):
     if implementation == "auto" and os.environ.get(ENV, "auto") != "auto":
         implementation, where = os.environ[ENV], f"${ENV}"
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"{where}={implementation!r}: expected one of {', '.join(IMPLEMENTATIONS)}.")
+        choices = ", ".join(IMPLEMENTATIONS)
+        raise ValueError(f"{where}={implementation!r}: expected one of {choices}.")
     backend = keras.config.backend()
     if implementation == "auto":
         if backend != "jax":

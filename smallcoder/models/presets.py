@@ -64,7 +64,9 @@ def preset_config(preset):
     if preset in PRESETS:
         return dict(PRESETS[preset])
     if not os.path.isdir(preset):
-        raise ValueError(f"Unknown preset {preset!r}. Built-in presets: {', '.join(PRESETS)}; or pass a folder.")
+        raise ValueError(
+            f"Unknown preset {preset!r}. Built-in presets: {', '.join(PRESETS)}; or pass a folder."
+        )
     path = os.path.join(preset, "config.json")
     try:
         with open(path) as f:

@@ -56,7 +56,7 @@ def peak_flops(device_kind=None):
 
 
 def measured_matmul_peak():
-    """float32 matmul FLOP/s measured now (`bench.peak.matmul_peak`) on the Keras backend's framework.
+    """float32 matmul FLOP/s measured now with the Keras backend's framework (`bench.peak`).
 
     On a shared host the figure, and the MFU derived from it, is noisy.
     """

@@ -55,9 +55,14 @@ def causal_lm_loss():
 def compile_for_training(causal_lm, optimizer, microbatches=1):
     """Compile with the causal-LM loss, no extra metrics, a per-step loss log and
     `microbatches` in-step microbatches (`training.microbatching`, JAX)."""
-    from smallcoder.training.microbatching import check_microbatches_backend, use_microbatches
+    from smallcoder.training.microbatching import (
+        check_microbatches_backend,
+        use_microbatches,
+    )
 
     check_microbatches_backend(microbatches)
-    causal_lm.compile(optimizer=optimizer, loss=causal_lm_loss(), weighted_metrics=[], sampler="greedy")
+    causal_lm.compile(
+        optimizer=optimizer, loss=causal_lm_loss(), weighted_metrics=[], sampler="greedy"
+    )
     compat.set_loss_tracker(causal_lm, LastValue(name="loss"))
     use_microbatches(causal_lm, microbatches)

@@ -36,7 +36,8 @@ def backbone_config(recipe, init_dir):
     """The backbone config the run will build, read without building it."""
     from smallcoder.models.presets import is_keras_preset, preset_config
 
-    return preset_config(init_dir if init_dir and is_keras_preset(init_dir) else recipe["model.preset"])
+    from_init = init_dir and is_keras_preset(init_dir)
+    return preset_config(init_dir if from_init else recipe["model.preset"])
 
 
 def make_distribution(recipe, config, echo):
@@ -107,8 +108,9 @@ def check_backend(recipe):
     from smallcoder.models.backbone import check_remat
     from smallcoder.training.microbatching import check_microbatches_backend
 
+    microbatches = recipe["training.microbatches"]
     checks = (("model.remat", check_remat, recipe.remat),
-              ("training.microbatches", check_microbatches_backend, recipe["training.microbatches"]))
+              ("training.microbatches", check_microbatches_backend, microbatches))
     for key, check, value in checks:
         try:
             check(value, name=key)

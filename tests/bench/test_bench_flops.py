@@ -39,12 +39,13 @@ def test_device_kinds_map_to_the_table():
 
 
 def test_parameter_count_is_what_the_built_backbone_counts():
-    """One formula (smallcoder.models.sizes) for plan, FLOPs and the model itself: tied and untied, grouped heads."""
+    """One formula (smallcoder.models.sizes) for plan, FLOPs and the model: tied, untied, grouped heads."""
     from smallcoder.models import SmallCoderBackbone
     from smallcoder.models.sizes import parameter_count
 
-    assert parameter_count(preset_config("smallcoder_303m")) == 302_027_520  # the model card's count
-    for config in (preset_config("smallcoder_test"), dict(preset_config("smallcoder_test"), tie_word_embeddings=True)):
+    assert parameter_count(preset_config("smallcoder_303m")) == 302_027_520  # the model card's
+    test = preset_config("smallcoder_test")
+    for config in (test, dict(test, tie_word_embeddings=True)):
         assert parameter_count(config) == SmallCoderBackbone(**config).count_params()
 
 

@@ -34,8 +34,9 @@ def _implementations():
 def _model(implementation, weights):
     keras.utils.set_random_seed(0)
     backbone = SmallCoderBackbone(
-        vocabulary_size=512, num_layers=2, num_query_heads=4, num_key_value_heads=2, hidden_dim=32,
-        intermediate_dim=64, max_sequence_length=64, initializer_range=0.1, implementation=implementation,
+        vocabulary_size=512, num_layers=2, num_query_heads=4, num_key_value_heads=2,
+        hidden_dim=32, intermediate_dim=64, max_sequence_length=64, initializer_range=0.1,
+        implementation=implementation,
     )
     lm = SmallCoderCausalLM(backbone)
     if weights == "int8":

@@ -7,7 +7,10 @@ import pytest
 from keras import ops
 
 from smallcoder import compat
-from smallcoder.models.causal_attention import block_causal_attention, dot_product_causal_attention
+from smallcoder.models.causal_attention import (
+    block_causal_attention,
+    dot_product_causal_attention,
+)
 from smallcoder.models.masks import segment_attention_mask
 
 pytestmark = pytest.mark.skipif(keras.config.backend() != "jax", reason="JAX kernels")
@@ -51,7 +54,8 @@ def test_block_causal_attention_gradients_equal_masked_attention():
     def loss(attend):
         return lambda q, k, v: jnp.sum(attend(q, k, v) * cotangent)
 
-    expected = jax.grad(loss(lambda q, k, v: dot_product_causal_attention(q, k, v, mask)), argnums=(0, 1, 2))(query, key, value)
+    reference = loss(lambda q, k, v: dot_product_causal_attention(q, k, v, mask))
+    expected = jax.grad(reference, argnums=(0, 1, 2))(query, key, value)
     got = jax.grad(loss(lambda q, k, v: block_causal_attention(q, k, v, mask, block_size=16)), argnums=(0, 1, 2))(
         query, key, value
     )

@@ -12,6 +12,8 @@ def test_training_loss_equals_keras_sparse_cross_entropy():
     logits = (rng.normal(size=(3, 7, 40)) * 3).astype("float32")
     labels = rng.integers(0, 40, (3, 7)).astype("int32")
     weight = (rng.random((3, 7)) > 0.4).astype("float32")
-    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
+    expected = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction="mean_with_sample_weight"
+    )
     np.testing.assert_allclose(float(causal_lm_loss()(labels, logits, sample_weight=weight)),
                                float(expected(labels, logits, sample_weight=weight)), rtol=1e-6)

@@ -83,11 +83,16 @@ def test_the_model_package_does_not_import_the_trainer():
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np; from smallcoder.models import SmallCoderCausalLM; "
-            "lm = SmallCoderCausalLM.from_preset('smallcoder_test'); lm.compile(); "
-            "x = {'token_ids': np.ones((2, 8), 'int32'), 'padding_mask': np.ones((2, 8), 'int32')}; "
-            "lm.train_on_batch(x, np.ones((2, 8), 'int32')); lm.generate([[1, 2]], max_new_tokens=2, "
-            "stop_token_ids=None); print(sorted(m for m in sys.modules if m.startswith('smallcoder.training')))")
+    code = """
+import sys, numpy as np
+from smallcoder.models import SmallCoderCausalLM
+lm = SmallCoderCausalLM.from_preset("smallcoder_test")
+lm.compile()
+ones = np.ones((2, 8), "int32")
+lm.train_on_batch({"token_ids": ones, "padding_mask": ones}, ones)
+lm.generate([[1, 2]], max_new_tokens=2, stop_token_ids=None)
+print(sorted(m for m in sys.modules if m.startswith("smallcoder.training")))
+"""
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
