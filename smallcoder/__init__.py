@@ -1,16 +1,12 @@
 """SmallCoder: a 303M LLaMA-style code model in Keras 3.
 
-Heavy modules (keras, jax) load on first attribute access, so
+Importing it changes nothing in the process (no environment variables, no
+flags); `tune_process()` applies the XLA and malloc tuning the `smallcoder`
+command uses. Heavy modules (keras, jax) load on first attribute access, so
 `import smallcoder` and `smallcoder --help` stay quick.
 """
 
 __version__ = "0.1.0"
-
-# Before anything imports jax: XLA:CPU's memory-frugal scheduler (see
-# smallcoder/xla_flags.py; a user-set value wins).
-from smallcoder import xla_flags as _xla_flags  # noqa: E402
-
-_xla_flags.status = _xla_flags.apply()
 
 _LAZY = {
     "SmallCoderBackbone": "smallcoder.models.backbone",
@@ -20,6 +16,7 @@ _LAZY = {
     "chat_prompt": "smallcoder.tokenizer",
     "load_hf": "smallcoder.convert",
     "save_hf": "smallcoder.convert",
+    "tune_process": "smallcoder.tuning",
 }
 
 

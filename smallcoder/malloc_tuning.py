@@ -1,8 +1,8 @@
 """glibc malloc settings for the large, short-lived buffers of XLA:CPU and torch.
 
-With glibc's defaults a buffer above the mmap threshold (the 3-800 MB
-activations, gradients and logits of a training step) is mapped fresh from
-the kernel and unmapped when freed, and the per-thread arenas give freed
+With glibc's defaults a buffer above the mmap threshold (the hundreds of MB
+of activations, gradients and logits of a training step) is mapped fresh
+from the kernel and unmapped when freed, and the per-thread arenas give freed
 memory back too, so every step faults its working set in again and the
 kernel zeroes each page first. `TUNABLES` keeps it in the process:
 
@@ -10,24 +10,15 @@ kernel zeroes each page first. `TUNABLES` keeps it in the process:
   arenas return memory with `madvise(MADV_DONTNEED)` when they shrink;
 - `mmap_max=0`: no buffer gets its own mapping, so none is unmapped on free;
 - `trim_threshold` (64 GiB): the heap's free top is never given back;
-- `hugetlb=1` (glibc >= 2.35): the heap asks for transparent huge pages
-  (`madvise(MADV_HUGEPAGE)`), 2 MiB per TLB entry.
+- `hugetlb=1` (glibc >= 2.35): the heap asks for transparent huge pages.
 
-Together they stop the kernel from mapping and zeroing a training step's working set
-again on every step. The first three are needed together (each alone leaves a path by
-which freed memory goes back to the kernel); huge pages add a little. Figures:
-docs/bench.md and docs/history.md. The memory the process has once held
-stays with it until it exits (as with a GPU framework's allocator pool).
-
-glibc reads `GLIBC_TUNABLES` only when a process starts, so the `smallcoder`
-command re-executes itself once with them set (`reexec_with_tunables`). A
-user's own `glibc.malloc.*` tunables, or `SMALLCODER_MALLOC_TUNING=0`, leave
-the process as it is. Library users can export them themselves::
-
-    export GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
-
-Systems whose transparent huge pages are `never` (see
-/sys/kernel/mm/transparent_hugepage/enabled) keep the rest of the effect.
+The memory the process has once held stays with it until it exits (as with
+a GPU framework's allocator pool); docs/tuning.md has the measured effect.
+glibc reads `GLIBC_TUNABLES` only when a process starts, so
+`smallcoder.tune_process()` (and the `smallcoder` command) re-executes the
+process once with them set (`reexec_with_tunables`). A user's own
+`glibc.malloc.*` tunables, or `SMALLCODER_MALLOC_TUNING=0`, leave the
+process as it is.
 """
 
 from __future__ import annotations
@@ -54,6 +45,23 @@ def tuned_environment(environ):
     tuned = dict(environ)
     tuned["GLIBC_TUNABLES"] = ":".join(filter(None, [environ.get("GLIBC_TUNABLES"), TUNABLES]))
     return tuned
+
+
+def status(environ=None):
+    """How this process's malloc is set: `"applied"` (it runs with `TUNABLES`),
+    `"user"` (the user's own malloc tunables), `"off"` (`SMALLCODER_MALLOC_TUNING=0`),
+    `"not set"` or `"unsupported"` (not glibc)."""
+    environ = os.environ if environ is None else environ
+    current = environ.get("GLIBC_TUNABLES", "")
+    if TUNABLES in current:
+        return "applied"
+    if "glibc.malloc." in current:
+        return "user"
+    if environ.get(OPT_OUT, "1") == "0":
+        return "off"
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return "unsupported"
+    return "not set"
 
 
 def reexec_with_tunables():

@@ -70,11 +70,11 @@ def initialize(coordinator=None, num_processes=None, process_id=None,
         raise MultiHostError(f"--process-id {process_id} is not in [0, {num_processes}).")
     import jax
 
-    from smallcoder.xla_flags import jax_backend_initialized
+    from smallcoder.compat import jax_backends_initialized
 
     if jax.distributed.is_initialized():
         return jax.process_count()
-    if jax_backend_initialized():
+    if jax_backends_initialized():
         if coordinator is None:
             return jax.process_count()  # a process that already uses JAX on its own (tests, notebooks)
         raise MultiHostError("JAX already started its devices in this process; the multi-process "
@@ -95,12 +95,6 @@ def initialize(coordinator=None, num_processes=None, process_id=None,
     if jax.process_count() > 1:
         Watchdog(jax.process_index(), jax.process_count(), heartbeat_timeout).start()
     return jax.process_count()
-
-
-def _kv_client():
-    from jax._src import distributed  # the coordination service's client (no public handle)
-
-    return distributed.global_state.client
 
 
 class Watchdog(threading.Thread):
@@ -134,7 +128,9 @@ class Watchdog(threading.Thread):
         Watchdog.current = None
 
     def run(self):
-        client = _kv_client()
+        from smallcoder.compat import jax_coordination_client
+
+        client = jax_coordination_client()
         beat, seen = 0, {}
         while not self._stopped.is_set():
             now = time.monotonic()

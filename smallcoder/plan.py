@@ -31,19 +31,12 @@ Host memory per process (H hosts, the devices split evenly among them):
 
 from __future__ import annotations
 
-from smallcoder.training.flops import DEVICES, flops_per_token, measured_cpu_peak
+from smallcoder.models.sizes import parameter_count
+from smallcoder.training.flops import DEVICES, flops_per_token, peak_flops
+
+__all__ = ["format_plan", "parameter_count", "plan"]
 
 HEADROOM = 0.9  # fraction of device memory a plan may use (XLA scratch, fragmentation)
-
-
-def parameter_count(config):
-    D, F, L, V = config["hidden_dim"], config["intermediate_dim"], config["num_layers"], config["vocabulary_size"]
-    N = config["num_query_heads"]
-    K = config.get("num_key_value_heads") or N
-    H = D // N
-    per_layer = D * N * H + 2 * D * K * H + N * H * D + 3 * D * F + 2 * D
-    embeddings = V * D * (1 if config.get("tie_word_embeddings") else 2)
-    return L * per_layer + embeddings + D
 
 
 def host_memory(recipe, config, state_per_device, devices, hosts):
@@ -103,7 +96,7 @@ def plan(recipe, config, mesh, device, layout=None, mfu=0.4, hosts=1):
     if device == "cpu":
         import psutil
 
-        peak, memory = measured_cpu_peak(), psutil.virtual_memory().total
+        (peak, _), memory = peak_flops("cpu"), psutil.virtual_memory().total
         devices_for_time = 1  # a measured host peak already covers every core
     else:
         peak, memory = DEVICES[device]["peak_flops"], DEVICES[device]["memory"]

@@ -7,6 +7,11 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     ).strip()
+# The XLA:CPU memory scheduler, as the `smallcoder` command sets it
+# (`smallcoder.tune_process`; importing smallcoder sets nothing).
+from smallcoder import xla_flags  # noqa: E402
+
+xla_flags.apply()
 os.environ.setdefault("KERAS_BACKEND", "jax")
 # On a GPU, JAX runs float32 matmuls in TF32 by default (~1e-3 relative error);
 # the tests compare float32 math at tight tolerances, so they ask for full

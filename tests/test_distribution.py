@@ -20,12 +20,14 @@ def _config():
 
 def _build(distribution, microbatches=1):
     from smallcoder.models.causal_lm import SmallCoderCausalLM
+    from smallcoder.training.microbatching import use_microbatches
 
     keras.utils.set_random_seed(0)
     with distribution.scope():
         lm = SmallCoderCausalLM.from_preset(PRESET)
         lm.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.1), loss=keras.losses.
-                   SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[], microbatches=microbatches)
+                   SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[])
+        use_microbatches(lm, microbatches)
         lm.optimizer.build(lm.trainable_variables)
     return lm
 

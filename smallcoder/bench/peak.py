@@ -1,8 +1,9 @@
 """Hardware limits measured on the spot: matmul FLOP/s and memory bandwidth.
 
-Both run in the calling process on the Keras backend's first device, so the
+Both run in the calling process on the framework's first device, so the
 figures they are compared with come from the same compiler, threads and
-(noisy, shared) machine.
+(noisy, shared) machine. `matmul_peak` is also the MFU denominator of
+training on a device without a datasheet entry (`training.flops.peak_flops`).
 """
 
 from smallcoder.bench.report import median, timed_calls
@@ -35,6 +36,14 @@ def _torch_runner(size, dtype):
     return lambda: (torch.mm(a, b), torch.cuda.synchronize())
 
 
+def _tensorflow_runner(size, dtype):
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size), dtype=dtype, seed=0)
+    b = tf.random.normal((size, size), dtype=dtype, seed=1)
+    return lambda: tf.linalg.matmul(a, b).numpy()
+
+
 def torch_device():
     """`"cuda"` where torch sees a GPU, else `"cpu"`: where the torch side runs."""
     import torch
@@ -55,12 +64,14 @@ def matmul_peak(size=2048, dtype="float32", repeats=5, framework="jax"):
     """Best and median FLOP/s of a `size`² x `size`² matmul.
 
     Args:
-        framework: `"jax"` (XLA, as the Keras JAX backend runs) or `"torch"`.
+        framework: `"jax"` (XLA, as the Keras JAX backend runs), `"torch"` or
+            `"tensorflow"`: the framework whose matmul and threads are timed.
 
     Returns:
         dict with `flops_per_s` (best), `median_flops_per_s`, `size`, `dtype`.
     """
-    run = {"jax": _jax_runner, "torch": _torch_runner}[framework](size, dtype)
+    runners = {"jax": _jax_runner, "torch": _torch_runner, "tensorflow": _tensorflow_runner}
+    run = runners[framework](size, dtype)
     times = _timed(run, repeats)
     flops = 2.0 * size**3
     return {

@@ -107,20 +107,18 @@ def train_step_memory_analysis(config, batch, seq, dtype="float32", remat=None, 
     is everything else XLA allocates (activations kept for the backward pass,
     gradients, work buffers), and `peak_bytes` = arguments + outputs not
     aliased to an argument + temp: what the step needs at its high-water mark.
-    With `microbatches` M > 1, the step as `compile(microbatches=M)` runs it.
+    With `microbatches` M > 1, the step as `use_microbatches(M)` runs it.
     """
     import jax
     import keras
 
-    from smallcoder import xla_flags
+    from smallcoder import compat, xla_flags
 
     if keras.config.backend() != "jax":
         raise ValueError("The compiled memory analysis needs the JAX backend (KERAS_BACKEND=jax).")
     causal_lm = build_causal_lm(config, dtype=dtype, remat=remat, microbatches=microbatches)
     data = random_batch(config, batch, seq)
-    causal_lm._symbolic_build(data_batch=data)  # optimizer + metric variables, as train_on_batch builds them
-    state = causal_lm._get_jax_state(trainable_variables=True, non_trainable_variables=True,
-                                     optimizer_variables=True, metrics_variables=True)
+    state = compat.jax_train_state(causal_lm, data)
     stats = jax.jit(causal_lm.train_step, donate_argnums=0).lower(state, data).compile().memory_analysis()
     result = {
         "temp_bytes": int(stats.temp_size_in_bytes),

@@ -3,6 +3,7 @@
 import click
 
 from smallcoder.commands._multihost import join_job, multihost_options
+from smallcoder.models.quantization import QUANTIZE_CHOICES
 
 
 @click.group("bench")
@@ -202,7 +203,7 @@ def checkpoint(preset, saves, directory, as_json):
 @click.option("--prompt-length", default=32, show_default=True, help="Longest prompt (others 1/2 to 1 of it).")
 @click.option("--repeats", default=2, show_default=True, help="Timed runs per case (after a warm-up run).")
 @click.option("--vs", "vs", default=None, help="Reference to run alongside: 'hf'.")
-@click.option("--quantize", default=None, type=click.Choice(["int8", "int8-blocks"]),
+@click.option("--quantize", default=None, type=click.Choice(QUANTIZE_CHOICES),
               help="Decode with Keras quantize('int8') weights ('int8-blocks': the decoder blocks only, the "
               "embedding and output projection float32); also reports the logit error and greedy "
               "agreement vs the float32 model (the reference stays float32).")

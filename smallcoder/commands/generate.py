@@ -2,6 +2,8 @@
 
 import click
 
+from smallcoder.models.quantization import QUANTIZE_CHOICES
+
 
 @click.command("generate")
 @click.argument("prompts", nargs=-1, required=True)
@@ -16,7 +18,7 @@ import click
 @click.option("--seed", default=None, type=int, help="Seed for the random samplers.")
 @click.option("--chat/--raw", default=True, show_default=True,
               help="Wrap each prompt in the chat format (User: …\\nAssistant:).")
-@click.option("--quantize", default=None, type=click.Choice(["int8", "int8-blocks"]),
+@click.option("--quantize", default=None, type=click.Choice(QUANTIZE_CHOICES),
               help="Quantize the weights (Keras quantize('int8'): int8 kernels, per-token int8 activations) "
               "before generating; 'int8-blocks' keeps the embedding and output projection float32. "
               "Smaller weights, not necessarily faster (XLA:CPU's int8 matmuls are slow), and greedy "

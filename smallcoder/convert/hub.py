@@ -1,16 +1,15 @@
 """Turn a local folder or a Hugging Face repo id into a local folder.
 
 A repo id downloads with `huggingface_hub.snapshot_download` (only config,
-safetensors and tokenizer files). Offline (`HF_HUB_OFFLINE=1`, or the Hub
-not answering within a few seconds) only the local Hub cache is tried, so
-an unreachable Hub fails fast instead of hanging.
+safetensors and tokenizer files). Offline (`smallcoder.hub_access`:
+`HF_HUB_OFFLINE`, or the Hub not answering within a few seconds) only the
+local Hub cache is tried, so an unreachable Hub fails fast instead of hanging.
 """
 
 import os
 import re
-import socket
-import threading
-from urllib.parse import urlparse
+
+from smallcoder import hub_access
 
 DOWNLOAD_PATTERNS = [
     "config.json",
@@ -21,37 +20,7 @@ DOWNLOAD_PATTERNS = [
     "tokenizer_config.json",
     "special_tokens_map.json",
 ]
-PROBE_TIMEOUT_S = 3.0
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def _truthy(value):
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def _hub_reachable(endpoint, timeout=PROBE_TIMEOUT_S):
-    """Whether a TCP connection to the Hub opens within `timeout` seconds.
-
-    Runs in a daemon thread so a stalled DNS lookup cannot block either.
-    With an HTTP(S) proxy configured the probe is skipped (True).
-    """
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    url = urlparse(endpoint)
-    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
-    result = []
-
-    def probe():
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result.append(True)
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    return bool(result)
 
 
 def resolve_folder(path_or_repo_id):
@@ -74,15 +43,9 @@ def resolve_folder(path_or_repo_id):
 
 
 def _download(repo_id):
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import snapshot_download
 
-    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
-    if constants.HF_HUB_OFFLINE or _truthy(os.environ.get("HF_HUB_OFFLINE", "")):
-        reason = "HF_HUB_OFFLINE is set"
-    elif not _hub_reachable(endpoint):
-        reason = f"{endpoint} is not reachable"
-    else:
-        reason = None
+    reason = hub_access.unavailable_reason()
     try:
         return snapshot_download(repo_id, allow_patterns=DOWNLOAD_PATTERNS, local_files_only=reason is not None)
     except Exception as e:  # hub errors, network errors, cache misses

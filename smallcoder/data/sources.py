@@ -20,8 +20,8 @@ import itertools
 import json
 import os
 import random
-import socket
-import urllib.parse
+
+from smallcoder import hub_access
 
 END = object()  # a non-repeating reader has no more records
 
@@ -206,24 +206,6 @@ PACKAGED_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "webdataset", "i
                      "audiofolder", "videofolder", "pandas", "sql", "xml"}
 
 
-def _hub_reachable(timeout=3.0):
-    """Whether a TCP connection to the hub (or the HTTPS proxy, if one is set) opens in `timeout` s."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-                  if os.environ.get(k)), None)
-    url = urllib.parse.urlparse(proxy if proxy and "://" in proxy else
-                                f"http://{proxy}" if proxy else constants.ENDPOINT)
-    default_port = 443 if url.scheme == "https" else 80 if proxy else 443
-    try:
-        socket.create_connection((url.hostname, url.port or default_port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 class HFReader(Reader):
     """`datasets.load_dataset(path, config, split=..., streaming=True)`, this stream's shard.
 
@@ -244,10 +226,11 @@ class HFReader(Reader):
         spec = self.spec
         path = spec["path"]
         local = path in PACKAGED_BUILDERS or os.path.exists(os.path.expanduser(path))
-        if not local and not _hub_reachable():
+        reason = None if local else hub_access.unavailable_reason()
+        if reason:
             raise SourceError(
                 f"Source {spec['name']!r}: cannot reach the Hugging Face hub for dataset "
-                f"{path!r} (offline or no network). Run with --demo, or point the source at "
+                f"{path!r} ({reason}). Run with --demo, or point the source at "
                 "a local copy (type: jsonl/parquet, or type: hf with path: json|parquet and data_files)."
             )
         kwargs = {"split": spec.get("split", "train"), "streaming": True}

@@ -175,11 +175,16 @@ def _jsonl_texts(path, field):
 
 
 def _dataset_texts(source, field, split):
-    from smallcoder.data.sources import _hub_reachable
+    from smallcoder import hub_access
 
-    if not _hub_reachable():
+    if "/" not in source and ":" not in source:
+        raise FileNotFoundError(
+            f"No file {source!r}, and it is not a dataset id (owner/name)."
+        )
+    reason = hub_access.unavailable_reason(datasets=True)
+    if reason:
         raise RuntimeError(
-            f"Cannot reach the Hugging Face Hub to stream dataset {source!r}. "
+            f"Cannot use the Hugging Face Hub to stream {source!r} ({reason}). "
             "Pass a local .txt or .jsonl file instead."
         )
     import datasets

@@ -83,34 +83,17 @@ def run_eval(
     >>> summary = run_eval(lm, "humaneval", limit=20, output_dir="ckpt/eval")  # doctest: +SKIP
     >>> summary["scores"]["pass@1"]  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     from smallcoder.eval.execution import Executor
     from smallcoder.eval.sandbox import SandboxLimits, isolation_level, sandbox_python
 
-    if name not in BENCHMARKS:
-        raise ValueError(
-            f"Unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}."
-        )
-    if samples is None and causal_lm is None:
-        raise ValueError("Pass a model to generate with, or samples=PATH to score.")
-    if samples is None and causal_lm.tokenizer is None:
-        raise ValueError("The model has no tokenizer; evals generate from text.")
-    bench = BENCHMARKS[name]
+    bench = _benchmark(name, causal_lm, samples)
     start = time.monotonic()
     tasks = bench.load_tasks(data=data, limit=limit)
     by_id = {str(t["task_id"]): t for t in tasks}
-
-    output_dir = output_dir or tempfile.mkdtemp(prefix=f"smallcoder-eval-{name}-")
-    os.makedirs(output_dir, exist_ok=True)
-    paths = {
-        k: os.path.join(output_dir, f"{name}_{k}")
-        for k in ("results.jsonl", "config.json", "summary.json")
-    }
+    paths = _output_paths(output_dir, name)
     config = {
         "benchmark": name,
-        "model": model_name
-        or (getattr(causal_lm, "name", None) if causal_lm is not None else None),
+        "model": model_name or getattr(causal_lm, "name", None),
         "samples": os.path.abspath(samples) if samples else None,
         "n_samples": None if samples else n_samples,
         "temperature": None if samples else temperature,
@@ -122,75 +105,24 @@ def run_eval(
     _check_resume(paths["config.json"], config)
     write_json_atomic(paths["config.json"], config)
 
-    limits = SandboxLimits(timeout_s=timeout_s)
     bar = dict(disable=not progress, file=sys.stderr, dynamic_ncols=True)
     stats = None
     with (
         ResultsLog(paths["results.jsonl"]) as log,
-        Executor(limits, workers) as executor,
+        Executor(SandboxLimits(timeout_s=timeout_s), workers) as executor,
     ):
-        done = log.done()
-
-        def submit(task, sample, raw, completion=None):
-            if raw is None:  # the prompt alone fills the context
-                log.append(_row(task, sample, "", None, _TOO_LONG, 0.0))
-                execution.update(1)
-                return
-            completion = (
-                bench.postprocess(raw, task) if completion is None else completion
-            )
-
-            def record(r):
-                log.append(_row(task, sample, completion, raw, r.status, r.duration_s))
-                execution.update(1)
-
-            futures.append(
-                executor.submit(bench.build_program(task, completion), record)
-            )
-
-        futures = []
+        scoring = _Scoring(name, bench, log, executor, bar)
         if samples is not None:
-            pending = _read_samples(samples, by_id, done)
-            execution = tqdm(total=len(pending), desc=f"{name}: execute", **bar)
-            for task_id, sample, completion in pending:
-                submit(
-                    by_id[task_id],
-                    sample,
-                    completion,
-                    bench.postprocess(completion, by_id[task_id]),
-                )
+            scoring.score_samples(samples, by_id)
         else:
-            from smallcoder.eval.generation import (
-                GenerationStats,
-                generate_batches,
-                make_sampler,
-                using_sampler,
+            done = log.done()
+            pending = [(t, s) for t in tasks for s in range(n_samples)
+                       if (str(t["task_id"]), s) not in done]
+            stats = scoring.generate_and_score(
+                causal_lm, pending, chat=chat, temperature=temperature, seed=seed,
+                max_new_tokens=max_new_tokens, batch_size=batch_size,
             )
-
-            pending = [
-                (t, s)
-                for t in tasks
-                for s in range(n_samples)
-                if (str(t["task_id"]), s) not in done
-            ]
-            prompts = [((t, s), bench.build_prompt(t, chat=chat)) for t, s in pending]
-            stats = GenerationStats(requested_max_new_tokens=max_new_tokens)
-            execution = tqdm(
-                total=len(pending), desc=f"{name}: execute", position=1, **bar
-            )
-            generation = tqdm(
-                total=len(pending), desc=f"{name}: generate", position=0, **bar
-            )
-            with using_sampler(causal_lm, make_sampler(temperature, seed)):
-                for batch in generate_batches(
-                    causal_lm, prompts, max_new_tokens, batch_size, stats, generation
-                ):
-                    for (task, sample), raw in batch:
-                        submit(task, sample, raw)
-            generation.close()
-        for future in futures:
-            future.result()
-        execution.close()
+        scoring.wait()
         rows = _unique_rows(log.rows, by_id)
 
     summary = _summarize(name, bench, rows, config, ks, stats, paths)
@@ -202,6 +134,99 @@ def run_eval(
     )
     write_json_atomic(paths["summary.json"], summary)
     return summary
+
+
+def _benchmark(name, causal_lm, samples):
+    """The benchmark module of `name`, after checking there is something to score."""
+    if name not in BENCHMARKS:
+        raise ValueError(
+            f"Unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}."
+        )
+    if samples is None and causal_lm is None:
+        raise ValueError("Pass a model to generate with, or samples=PATH to score.")
+    if samples is None and causal_lm.tokenizer is None:
+        raise ValueError("The model has no tokenizer; evals generate from text.")
+    return BENCHMARKS[name]
+
+
+def _output_paths(output_dir, name):
+    """`{"results.jsonl", "config.json", "summary.json"}` -> their paths in `output_dir`
+    (a new temporary folder if None)."""
+    output_dir = output_dir or tempfile.mkdtemp(prefix=f"smallcoder-eval-{name}-")
+    os.makedirs(output_dir, exist_ok=True)
+    files = ("results.jsonl", "config.json", "summary.json")
+    return {k: os.path.join(output_dir, f"{name}_{k}") for k in files}
+
+
+class _Scoring:
+    """Completions in, sandboxed runs out: each result row is logged as its run finishes."""
+
+    def __init__(self, name, bench, log, executor, bar):
+        self.name, self.bench, self.log, self.executor, self.bar = name, bench, log, executor, bar
+        self.futures = []
+        self.execution = None  # the progress bar of finished runs
+
+    def submit(self, task, sample, raw, completion=None):
+        """Run one completion (`raw` model output; `completion` the code, default from `raw`)."""
+        if raw is None:  # the prompt alone fills the context
+            self.log.append(_row(task, sample, "", None, _TOO_LONG, 0.0))
+            self.execution.update(1)
+            return
+        completion = self.bench.postprocess(raw, task) if completion is None else completion
+
+        def record(result):
+            self.log.append(_row(task, sample, completion, raw, result.status, result.duration_s))
+            self.execution.update(1)
+
+        program = self.bench.build_program(task, completion)
+        self.futures.append(self.executor.submit(program, record))
+
+    def score_samples(self, path, by_id):
+        """Run the samples jsonl at `path` (the rows not yet in the log)."""
+        from tqdm.auto import tqdm
+
+        pending = _read_samples(path, by_id, self.log.done())
+        self.execution = tqdm(total=len(pending), desc=f"{self.name}: execute", **self.bar)
+        for task_id, sample, completion in pending:
+            task = by_id[task_id]
+            self.submit(task, sample, completion, self.bench.postprocess(completion, task))
+
+    def generate_and_score(
+        self, causal_lm, pending, *, chat, temperature, seed, max_new_tokens, batch_size
+    ):
+        """Generate a completion per pending `(task, sample)` and run each.
+
+        Returns:
+            The `GenerationStats` (context caps).
+        """
+        from tqdm.auto import tqdm
+
+        from smallcoder.eval.generation import (
+            GenerationStats,
+            generate_batches,
+            make_sampler,
+            using_sampler,
+        )
+
+        prompts = [((t, s), self.bench.build_prompt(t, chat=chat)) for t, s in pending]
+        stats = GenerationStats(requested_max_new_tokens=max_new_tokens)
+        total, name = len(pending), self.name
+        self.execution = tqdm(total=total, desc=f"{name}: execute", position=1, **self.bar)
+        generation = tqdm(total=total, desc=f"{name}: generate", position=0, **self.bar)
+        with using_sampler(causal_lm, make_sampler(temperature, seed)):
+            for batch in generate_batches(
+                causal_lm, prompts, max_new_tokens, batch_size, stats, generation
+            ):
+                for (task, sample), raw in batch:
+                    self.submit(task, sample, raw)
+        generation.close()
+        return stats
+
+    def wait(self):
+        """Until every run has finished and been logged."""
+        for future in self.futures:
+            future.result()
+        self.execution.close()
 
 
 def _row(task, sample, completion, raw, status, duration_s):

@@ -1,15 +1,13 @@
 """SmallCoder model classes and presets.
 
-The classes load Keras on first use, so `smallcoder.models.presets` (preset
-names, folder checks) stays quick to import: the CLI checks `--model` with it
-before importing anything heavy.
+The classes load on first access, so that `smallcoder.models.quantization`
+and `smallcoder.models.presets` can be imported without Keras.
 """
-
-from smallcoder.models.presets import PRESETS
 
 _LAZY = {
     "SmallCoderBackbone": "smallcoder.models.backbone",
     "SmallCoderCausalLM": "smallcoder.models.causal_lm",
+    "PRESETS": "smallcoder.models.presets",
 }
 
 
@@ -21,4 +19,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'smallcoder.models' has no attribute {name!r}")
 
 
-__all__ = ["PRESETS", "SmallCoderBackbone", "SmallCoderCausalLM"]
+__all__ = sorted(_LAZY)

@@ -4,21 +4,10 @@ import keras
 from keras import ops
 from keras_hub.layers import RotaryEmbedding
 
-from smallcoder.models.causal_attention import block_causal_attention
-
-
-def is_quantized(layer):
-    """Whether Keras `quantize()` replaced this layer's float kernel (int8, float8)."""
-    return getattr(layer, "quantization_mode", None) is not None
-
-
-def uses_fused_kernels(*layers):
-    """Whether the training path may run `fused_jax` over these layers' kernels.
-
-    JAX only, and only plain float kernels: quantized (int8, float8) layers
-    keep their own calls.
-    """
-    return keras.config.backend() == "jax" and not any(is_quantized(layer) for layer in layers)
+from smallcoder import compat
+from smallcoder.models.causal_attention import KERNELS
+from smallcoder.models.implementation import resolve_implementation, uses_jax_kernels
+from smallcoder.models.quantization import is_quantized
 
 
 class SmallCoderAttention(keras.layers.Layer):
@@ -26,11 +15,9 @@ class SmallCoderAttention(keras.layers.Layer):
 
     RoPE uses the Hugging Face rotate-half convention (keras-hub's
     `RotaryEmbedding` rotates the two halves of each head, as `transformers`'
-    Llama does). `call` is the training / full-sequence path: on JAX it runs
-    the fused projections and block-causal attention of `fused_jax` and
-    `causal_attention`; torch and TensorFlow use the Keras layers and
-    `keras.ops.dot_product_attention` (torch's fused SDPA kernel).
-    `call_with_cache` is the decoding path over a per-layer KV cache.
+    Llama does). `call` is the full-sequence (training) path, run by the
+    kernels of `implementation`; `call_with_cache` is the decoding path over a
+    per-layer KV cache.
 
     Args:
         num_query_heads: int. Query heads N.
@@ -38,6 +25,9 @@ class SmallCoderAttention(keras.layers.Layer):
         head_dim: int. H, the size of one head.
         rope_max_wavelength: float. RoPE base (`rope_theta`).
         kernel_initializer: initializer of the four projections.
+        implementation: `"auto"`, `"keras"`, `"blocks"` or `"cudnn"`: the
+            kernels of `call`, resolved when the layer is built (see
+            `smallcoder.models.implementation`).
 
     Call args:
         hidden_states: float (B, T, D).
@@ -55,6 +45,7 @@ class SmallCoderAttention(keras.layers.Layer):
         head_dim,
         rope_max_wavelength=10000.0,
         kernel_initializer="glorot_uniform",
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -68,20 +59,20 @@ class SmallCoderAttention(keras.layers.Layer):
         self.head_dim = head_dim
         self.rope_max_wavelength = rope_max_wavelength
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.implementation = implementation
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
         N, K, H = self.num_query_heads, self.num_key_value_heads, self.head_dim
 
         def projection(name, equation, shape):
-            layer = keras.layers.EinsumDense(
+            return keras.layers.EinsumDense(
                 equation,
                 output_shape=shape,
                 kernel_initializer=self.kernel_initializer,
                 dtype=self.dtype_policy,
                 name=name,
             )
-            return layer
 
         # Kernels: query (D, N, H); key/value (D, K, H); output (N, H, D).
         self.query = projection("query", "btd,dnh->btnh", (None, N, H))
@@ -93,20 +84,34 @@ class SmallCoderAttention(keras.layers.Layer):
         self.attention_output = projection("attention_output", "btnh,nhd->btd", (None, hidden_dim))
         self.attention_output.build((None, None, N, H))
         self.rotary_embedding = RotaryEmbedding(
-            max_wavelength=self.rope_max_wavelength, dtype=self.dtype_policy, name="rotary_embedding"
+            max_wavelength=self.rope_max_wavelength, dtype=self.dtype_policy,
+            name="rotary_embedding",
         )
+        # === Kernels of `call` ===
+        self.resolved_implementation = resolve_implementation(
+            self.implementation, self.compute_dtype
+        )
+        self.jax_kernels = uses_jax_kernels(self.resolved_implementation)
+        self.causal_attention = KERNELS[self.resolved_implementation]
         self.built = True
 
-    def _uses_fused_kernels(self):
-        return uses_fused_kernels(self.query, self.key, self.value, self.attention_output)
+    def call(self, hidden_states, positions, attention_mask):
+        query, key, value = self._project_qkv(hidden_states)  # (B, T, N, H), (B, T, K, H) x 2
+        query, key = self._rotate(query, key, positions)
+        attended = self.causal_attention(query, key, value, attention_mask)  # (B, T, N, H)
+        return self._project_output(attended)  # (B, T, D)
 
     def _project_qkv(self, hidden_states):
-        """Query (B, T, N, H), key and value (B, T, K, H) of hidden states (B, T, D)."""
-        if not self._uses_fused_kernels():
-            return self.query(hidden_states), self.key(hidden_states), self.value(hidden_states)
+        """Query (B, T, N, H), key and value (B, T, K, H) of hidden states (B, T, D).
+
+        The JAX kernels run the three projections as one matmul with a
+        hand-written backward; quantized kernels keep their layers' calls.
+        """
+        layers = (self.query, self.key, self.value)
+        if not self.jax_kernels or any(is_quantized(layer) for layer in layers):
+            return tuple(layer(hidden_states) for layer in layers)
         from smallcoder.models.fused_jax import fused_projections
 
-        layers = (self.query, self.key, self.value)
         kernels = tuple(ops.cast(ops.reshape(layer.kernel, (ops.shape(layer.kernel)[0], -1)), hidden_states.dtype)
                         for layer in layers)  # (D, N*H), (D, K*H), (D, K*H)
         projections = fused_projections(hidden_states, kernels)
@@ -116,7 +121,7 @@ class SmallCoderAttention(keras.layers.Layer):
 
     def _project_output(self, attended):
         """(B, T, N, H) -> (B, T, D)."""
-        if not self._uses_fused_kernels():
+        if not self.jax_kernels or is_quantized(self.attention_output):
             return self.attention_output(attended)
         from smallcoder.models.fused_jax import fused_projections
 
@@ -129,15 +134,14 @@ class SmallCoderAttention(keras.layers.Layer):
     def _rotate(self, query, key, positions):
         """RoPE on query (B, T, N, H) and key (B, T, K, H).
 
-        With the fused kernels, keras-hub's own cos/sin table (so values are
-        identical) is computed while tracing for positions 0..T-1 and its
-        rows gathered by position (B, T, 1, H), behind an optimisation
-        barrier, for the forward and backward of query and key. With cos and
-        sin in the graph, XLA fused them into the backward's gradient fusions
-        and evaluated them per element and head (≈ 7.7 ms per layer and
-        tensor at 1x1024 on XLA:CPU).
+        The JAX kernels take keras-hub's own cos/sin table (so values are
+        identical) for positions 0..T-1 as a constant of the compiled step,
+        gather its rows by position (B, T, 1, H), and keep the gathered
+        tables behind an optimisation barrier: with cos and sin in the graph,
+        XLA:CPU fused their computation into the backward's gradient fusions
+        and evaluated them per element and head (docs/models.md).
         """
-        if not self._uses_fused_kernels():
+        if not self.jax_kernels:
             return (self.rotary_embedding(query, positions=positions),
                     self.rotary_embedding(key, positions=positions))
         import jax
@@ -145,54 +149,27 @@ class SmallCoderAttention(keras.layers.Layer):
         from smallcoder.models.fused_jax import rotary
 
         if isinstance(query.shape[1], int):
-            # Positions restart per segment, so all are < T: the (T, 1, H)
-            # table is a constant of the compiled step.
+            # Positions restart per segment, so all are < T.
             with jax.ensure_compile_time_eval():
-                cos, sin = self.rotary_embedding._compute_cos_sin_embedding(query, 0)  # (1, T, 1, H)
+                cos, sin = compat.rope_cos_sin(self.rotary_embedding, query)  # (1, T, 1, H)
             cos, sin = (jax.numpy.take(table[0], positions, axis=0) for table in (cos, sin))  # (B, T, 1, H)
         else:
-            cos, sin = self.rotary_embedding._compute_cos_sin_embedding(query, 0, positions)  # (B, T, 1, H)
+            cos, sin = compat.rope_cos_sin(self.rotary_embedding, query, positions)  # (B, T, 1, H)
         cos, sin = jax.lax.optimization_barrier((cos, sin))
         return rotary(query, cos, sin), rotary(key, cos, sin)
-
-    def call(self, hidden_states, positions, attention_mask):
-        query, key, value = self._project_qkv(hidden_states)  # (B, T, N, H), (B, T, K, H) x 2
-        query, key = self._rotate(query, key, positions)
-        value = ops.cast(value, query.dtype)
-        if keras.config.backend() == "jax":
-            # The masked upper triangle is skipped (see causal_attention).
-            return self._project_output(block_causal_attention(query, key, value, attention_mask))
-
-        groups = self.num_query_heads // self.num_key_value_heads
-        if groups > 1:
-            # The torch (fused SDPA) and TensorFlow paths expect equal head counts.
-            key = ops.repeat(key, groups, axis=2)
-            value = ops.repeat(value, groups, axis=2)
-        mask = ops.expand_dims(attention_mask, axis=1)  # (B, 1, T, S)
-        attended = ops.dot_product_attention(query, ops.cast(key, query.dtype), value, mask=mask)  # (B, T, N, H)
-        return self.attention_output(attended)  # (B, T, D)
 
     def call_with_cache(self, hidden_states, positions, attention_mask, cache, cache_update_index):
         """Attention of T new tokens over a per-layer KV cache (the decoding path).
 
-        Kept apart from `call` (the training path), and laid out for XLA:CPU's
-        one-token matrix-vector products, which are bound by reading the
-        weights (each layout choice below measured on the 303M model):
-        - Projections are 2-D matmuls over the kernels reshaped to (D, N*H)
-          and (N*H, D), a free reshape. Through `EinsumDense`'s "btnh,nhd"
-          equation XLA copied the (N, H, D) output kernel transposed every
-          step, and the query kernel too (two 2.4 MB copies per layer and
-          token at 303M).
-        - The cache is 3-D, one batch axis B*K: key and value (B*K, S, H).
-          Both attention products take the cache as the left operand, the
-          new queries as vectors: scores = key @ q (B*K, S, G*T), outputs =
-          value^T @ weights (B*K, H, G*T). With a 4-D (B, K, S, H) cache XLA
-          duplicated the in-place cache update into the dots' operand fusion
-          and copied each cache array three times per layer and step; with
-          the query as left operand it copied the key cache transposed each
-          step; a transposed (B*K, H, S) value cache made the batch-16 step's
-          value product 1.5x slower.
-        Quantized (int8) projections keep their layers' own calls.
+        The same on every implementation, and laid out for one-token
+        products, which are bound by reading the weights: the projections are
+        2-D matmuls over kernels reshaped to (D, N*H) and (N*H, D) (a free
+        reshape, where `EinsumDense`'s equations made XLA copy kernels
+        transposed every step); the cache is 3-D, one batch axis B*K, and is
+        the left operand of both attention products, so that neither the
+        in-place cache update nor the products copy it (docs/models.md has
+        the layouts tried). Quantized (int8) projections keep their layers'
+        own calls.
 
         Args:
             hidden_states: float (B, T, D).
@@ -230,13 +207,14 @@ class SmallCoderAttention(keras.layers.Layer):
                 "head_dim": self.head_dim,
                 "rope_max_wavelength": self.rope_max_wavelength,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "implementation": self.implementation,
             }
         )
         return config
 
 
 def _project(layer, inputs, output_axes):
-    """`layer(inputs)` of an `EinsumDense` projection ("btd,dnh", "btnh,nhd"), as a 2-D matmul when its kernel is float.
+    """`layer(inputs)` of an `EinsumDense` projection, as a 2-D matmul when its kernel is float.
 
     Args:
         inputs: (B, T, *input_axes), the axes the kernel contracts.

@@ -6,7 +6,25 @@ from keras_hub.models import Backbone
 
 from smallcoder.models.decoder import SmallCoderDecoderBlock
 from smallcoder.models.embedding import SmallCoderEmbedding
+from smallcoder.models.implementation import resolve_implementation
 from smallcoder.models.masks import SegmentMask
+
+REMAT_MODES = (None, "full")
+
+
+def check_remat(remat, name="remat"):
+    """Raise a ValueError unless `remat` is one of `REMAT_MODES` and runs on this Keras backend.
+
+    `name`: the setting named in the message (`"model.remat"` for a recipe).
+    """
+    if remat not in REMAT_MODES:
+        raise ValueError(f'{name}: must be null/None or "full", got {remat!r}.')
+    if remat and keras.config.backend() == "tensorflow":
+        raise ValueError(
+            f"{name}: {remat!r} is not supported on the TensorFlow backend (tf.recompute_grad "
+            "differentiates every block input, including the boolean attention mask); "
+            f"use KERAS_BACKEND=jax or torch, or set {name} to null/None."
+        )
 
 
 def _initializer(stddev):
@@ -42,6 +60,11 @@ class SmallCoderBackbone(Backbone):
             activations in the backward pass (`keras.RematScope`) instead of
             keeping them (JAX and torch backends). Weights and results are
             the same either way.
+        implementation: `"auto"` (default), `"keras"`, `"blocks"` or
+            `"cudnn"`: the kernels of the full-sequence forward, chosen once
+            here (`smallcoder.models.implementation`; `$SMALLCODER_ATTENTION`
+            overrides `"auto"`). `resolved_implementation` says which runs.
+            Decoding (`call_with_cache`) is the same on all of them.
         dtype: dtype or `keras.DTypePolicy` (e.g. `"mixed_bfloat16"`).
 
     Example:
@@ -69,17 +92,13 @@ class SmallCoderBackbone(Backbone):
         tie_word_embeddings=False,
         initializer_range=0.02,
         remat=None,
+        implementation="auto",
         dtype=None,
         **kwargs,
     ):
-        if remat not in (None, "full"):
-            raise ValueError(f'remat must be None or "full", got {remat!r}.')
-        if remat and keras.config.backend() == "tensorflow":
-            raise ValueError(
-                "remat='full' is not supported on the TensorFlow backend (tf.recompute_grad "
-                "differentiates every block input, including the boolean attention mask); "
-                "use KERAS_BACKEND=jax or torch, or remat=None."
-            )
+        check_remat(remat)
+        policy = keras.config.dtype_policy() if dtype is None else keras.dtype_policies.get(dtype)
+        resolved_implementation = resolve_implementation(implementation, policy.compute_dtype)
         num_key_value_heads = num_key_value_heads or num_query_heads
         if hidden_dim % num_query_heads:
             raise ValueError(
@@ -93,6 +112,7 @@ class SmallCoderBackbone(Backbone):
             output_dim=hidden_dim,
             tie_weights=tie_word_embeddings,
             embeddings_initializer=_initializer(initializer_range),
+            implementation=resolved_implementation,
             dtype=dtype,
             name="token_embedding",
         )
@@ -108,6 +128,7 @@ class SmallCoderBackbone(Backbone):
                     rope_max_wavelength=rope_max_wavelength,
                     layer_norm_epsilon=layer_norm_epsilon,
                     kernel_initializer=_initializer(initializer_range),
+                    implementation=resolved_implementation,
                     dtype=dtype,
                     name=f"transformer_layer_{i}",
                 )
@@ -146,6 +167,8 @@ class SmallCoderBackbone(Backbone):
         self.tie_word_embeddings = tie_word_embeddings
         self.initializer_range = initializer_range
         self.remat = remat
+        self.implementation = implementation
+        self.resolved_implementation = resolved_implementation
 
     def call_with_cache(self, token_ids, cache, cache_update_index, decode_kernels=None):
         """Forward T new tokens against a per-layer KV cache of the whole sequence.
@@ -163,9 +186,9 @@ class SmallCoderBackbone(Backbone):
             `(hidden_states (B, T, D), cache)`; every earlier cache position is
             treated as valid (the caller fills it before reading it).
         """
-        # keras-hub models keep one (B, L, 2, S, K, H) cache tensor; slicing a
-        # layer out and writing it back made XLA:CPU copy the whole cache per
-        # layer per step. One array pair per layer is updated in place.
+        # One (key, value) array pair per layer, updated in place: keras-hub's
+        # single (B, L, 2, S, K, H) cache tensor made XLA copy it per layer and
+        # step (docs/models.md).
         length = ops.shape(token_ids)[1]
         cache_length = ops.shape(cache[0][0])[1]  # key (B*K, S, H)
         query_index = ops.arange(length) + cache_update_index  # (T,)
@@ -217,6 +240,7 @@ class SmallCoderBackbone(Backbone):
                 "tie_word_embeddings": self.tie_word_embeddings,
                 "initializer_range": self.initializer_range,
                 "remat": self.remat,
+                "implementation": self.implementation,
             }
         )
         return config

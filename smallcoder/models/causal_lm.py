@@ -4,44 +4,19 @@ import keras
 import numpy as np
 from keras import ops
 from keras_hub.models import CausalLM
-from keras_hub.src.utils.tensor_utils import any_equal
 
+from smallcoder import compat
 from smallcoder.models.backbone import SmallCoderBackbone
 from smallcoder.models.embedding import SmallCoderEmbedding
+from smallcoder.models.implementation import uses_jax_kernels
+from smallcoder.models.quantization import QUANTIZE_CHOICES
 
 # Generation pads the total length up to a multiple of this, so prompts of
 # nearby lengths reuse one compiled XLA program instead of recompiling.
 _LENGTH_BUCKET = 64
 # The prefill (the prompt block) is bucketed finer: its cost grows with its
-# padded length (a batch of 16..32-token prompts in a 64 bucket did 2x the work).
+# padded length.
 _PREFILL_BUCKET = 16
-
-
-def _stop_at(sampler, end_index):
-    """A shallow copy of `sampler` whose decoding loop also ends at `end_index`.
-
-    keras-hub samplers loop to the end of the (length-bucketed) buffer; the
-    tokens past `end_index` would be computed and thrown away. Every
-    keras-hub sampler passes `(prompt, cache, index, ...)` as loop variables.
-    """
-    import copy
-
-    bounded = copy.copy(sampler)
-    run_loop = sampler.run_loop
-
-    def bounded_run_loop(cond, body, model=None, loop_vars=None, maximum_iterations=None):
-        def bounded_cond(*loop_vars):
-            return ops.logical_and(cond(*loop_vars), ops.less(loop_vars[2], end_index))
-
-        return run_loop(bounded_cond, body, model=model, loop_vars=loop_vars, maximum_iterations=maximum_iterations)
-
-    bounded.run_loop = bounded_run_loop
-    return bounded
-
-
-# `--quantize` values of `smallcoder generate` and `bench generate` (their click
-# choices repeat them: commands import only click at module level).
-QUANTIZE_CHOICES = ("int8", "int8-blocks")
 
 
 @keras.saving.register_keras_serializable(package="smallcoder")
@@ -82,31 +57,17 @@ class SmallCoderCausalLM(CausalLM):
         logits = backbone.token_embedding(hidden_states, reverse=True)  # (B, T, V)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
-    def compile(self, optimizer="auto", loss="auto", *, weighted_metrics="auto", sampler="greedy", microbatches=1,
-                **kwargs):
+    def compile(
+        self, optimizer="auto", loss="auto", *, weighted_metrics="auto", sampler="greedy", **kwargs
+    ):
         """`CausalLM.compile` with AdamW and greedy decoding as defaults.
 
-        `microbatches`: split each training batch into this many sequential
-        microbatches inside one step (JAX only): the same update, with the
-        activations of one microbatch alive at a time. See
-        `smallcoder.training.microbatching`.
+        For the recipes' loss, per-step loss log and in-step microbatches use
+        `smallcoder.training.metrics.compile_for_training`.
         """
         if optimizer == "auto":
             optimizer = keras.optimizers.AdamW(3e-4, weight_decay=0.1)
-        if microbatches != 1 and keras.config.backend() != "jax":
-            raise ValueError(
-                f"microbatches={microbatches} needs the JAX backend (this is {keras.config.backend()}); "
-                "use gradient accumulation (training.gradient_accumulation_steps) instead."
-            )
-        self.microbatches = int(microbatches)
         super().compile(optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, sampler=sampler, **kwargs)
-
-    def train_step(self, *args, **kwargs):
-        if getattr(self, "microbatches", 1) > 1:
-            from smallcoder.training.microbatching import microbatched_train_step
-
-            return microbatched_train_step(self, *args, self.microbatches, **kwargs)
-        return super().train_step(*args, **kwargs)
 
     # keras-hub's PipelineModel re-wraps every input of fit/evaluate/predict in
     # tf.data or grain for an in-graph preprocessor. SmallCoder tokenizes in
@@ -155,9 +116,8 @@ class SmallCoderCausalLM(CausalLM):
 
     def quantize_blocks(self, mode="int8"):
         """`quantize(mode)` for the decoder blocks only: the embedding and its
-        49152-way output projection stay float, so the logits' last matmul is
-        exact (greedy equal on 8/8 prompts of the demo-trained tiny model,
-        vs 7/8 with everything int8; docs/bench.md)."""
+        output projection stay float, so the logits' last matmul is exact
+        (greedy agreement with float32 measured in docs/bench.md)."""
         self.quantize(mode, filters=lambda layer: not isinstance(layer, SmallCoderEmbedding))
 
     def quantize_for_generation(self, choice):
@@ -221,7 +181,7 @@ class SmallCoderCausalLM(CausalLM):
 
         sampler = self.sampler
         if inputs.get("end_index") is not None:
-            sampler = _stop_at(sampler, inputs["end_index"])
+            sampler = compat.sampler_stopping_at(sampler, inputs["end_index"])
         token_ids = sampler(
             next=next,
             prompt=token_ids,
@@ -234,7 +194,8 @@ class SmallCoderCausalLM(CausalLM):
         )
         if stop_token_ids is None:
             return {"token_ids": token_ids, "padding_mask": ops.ones_like(token_ids, dtype="bool")}
-        ends = ops.cast(any_equal(token_ids, stop_token_ids, ops.logical_not(padding_mask)), "int32")
+        generated = ops.logical_not(padding_mask)
+        ends = ops.cast(ops.logical_and(_is_any(token_ids, stop_token_ids), generated), "int32")
         after_end = ops.cumsum(ends, axis=-1) - ends
         return {"token_ids": token_ids, "padding_mask": ops.equal(after_end, 0)}
 
@@ -270,6 +231,31 @@ class SmallCoderCausalLM(CausalLM):
         if not prompts:
             return []
         as_text = isinstance(prompts[0], str)
+        prompts = self._prompt_ids(prompts, as_text)
+        stop_token_ids = self._stop_token_ids(stop_token_ids)
+        prompts, max_new_tokens = self._fit_context(
+            prompts, max_new_tokens, max_length, truncate_prompt
+        )
+
+        num_prompts = len(prompts)
+        rows = prompts + [prompts[0]] * self.extra_decode_rows(num_prompts)
+        inputs = _padded_batch(rows, max_new_tokens, self.backbone.max_sequence_length,
+                               pad_id=_pad_id(stop_token_ids))
+        outputs = self.make_generate_function()(inputs, stop_token_ids=stop_token_ids)
+        out_ids = ops.convert_to_numpy(outputs["token_ids"])
+        out_mask = ops.convert_to_numpy(outputs["padding_mask"])
+
+        results = []
+        for row, prompt in enumerate(prompts):
+            span = slice(len(prompt), len(prompt) + max_new_tokens)
+            new = [int(t) for t in out_ids[row, span][out_mask[row, span]]
+                   if stop_token_ids is None or int(t) not in stop_token_ids]
+            ids = new if strip_prompt else prompt + new
+            results.append(self.tokenizer.decode(ids) if as_text else ids)
+        return results[0] if single else results
+
+    def _prompt_ids(self, prompts, as_text):
+        """Prompts (strings, or sequences of ids) as lists of int ids; none empty."""
         if as_text:
             if self.tokenizer is None:
                 raise ValueError("This model has no tokenizer: pass token ids, or build it with one.")
@@ -277,13 +263,18 @@ class SmallCoderCausalLM(CausalLM):
         prompts = [[int(t) for t in np.asarray(p).reshape(-1)] for p in prompts]
         if any(len(p) == 0 for p in prompts):
             raise ValueError("Every prompt needs at least one token.")
+        return prompts
+
+    def _stop_token_ids(self, stop_token_ids):
+        """`"auto"` (the tokenizer's EOS), None or ids, as a tuple of ints or None."""
         if stop_token_ids == "auto":
             if self.tokenizer is None:
                 raise ValueError('stop_token_ids="auto" needs a tokenizer; pass a tuple or None.')
-            stop_token_ids = (self.tokenizer.eos_token_id,)
-        elif stop_token_ids is not None:
-            stop_token_ids = tuple(int(t) for t in stop_token_ids)
+            return (self.tokenizer.eos_token_id,)
+        return None if stop_token_ids is None else tuple(int(t) for t in stop_token_ids)
 
+    def _fit_context(self, prompts, max_new_tokens, max_length, truncate_prompt):
+        """`(prompts, max_new_tokens)` that fit the context; prompts cut on the left if asked."""
         context = self.backbone.max_sequence_length
         longest = max(len(p) for p in prompts)
         if max_length is not None:
@@ -301,56 +292,22 @@ class SmallCoderCausalLM(CausalLM):
                 )
             keep = context - max_new_tokens
             prompts = [p[-keep:] for p in prompts]
-            longest = max(len(p) for p in prompts)
+        return prompts, max_new_tokens
 
-        num_prompts = len(prompts)
-        prompts = prompts + [prompts[0]] * self._extra_decode_rows(num_prompts)
-        total = min(context, -(-(longest + max_new_tokens) // _LENGTH_BUCKET) * _LENGTH_BUCKET)
-        pad_id = self._pad_id(stop_token_ids)
-        token_ids = np.full((len(prompts), total), pad_id, dtype="int32")
-        prompt_mask = np.zeros((len(prompts), total), dtype="bool")
-        for row, p in enumerate(prompts):
-            token_ids[row, : len(p)] = p
-            prompt_mask[row, : len(p)] = True
-
-        prefill = min(total, -(-longest // _PREFILL_BUCKET) * _PREFILL_BUCKET)
-        inputs = {
-            "token_ids": token_ids,
-            "padding_mask": prompt_mask,
-            "prompt_ids": token_ids[:, :prefill],
-            "end_index": np.asarray(longest + max_new_tokens, dtype="int32"),
-        }
-        generate_function = self.make_generate_function()
-        outputs = generate_function(inputs, stop_token_ids=stop_token_ids)
-        out_ids = ops.convert_to_numpy(outputs["token_ids"])
-        out_mask = ops.convert_to_numpy(outputs["padding_mask"])
-
-        results = []
-        for row, p in enumerate(prompts[:num_prompts]):
-            new = out_ids[row, len(p) : len(p) + max_new_tokens][out_mask[row, len(p) : len(p) + max_new_tokens]]
-            new = [int(t) for t in new if stop_token_ids is None or int(t) not in stop_token_ids]
-            ids = new if strip_prompt else p + new
-            results.append(self.tokenizer.decode(ids) if as_text else ids)
-        return results[0] if single else results
-
-    def _extra_decode_rows(self, batch_size):
+    def extra_decode_rows(self, batch_size):
         """Copies of the first row to decode alongside a batch of `batch_size`, then drop.
 
-        On XLA:CPU a one-row int8 x int8 matmul takes a slow path (about 10x
-        slower per call than two rows), so a single int8-quantized prompt is
-        decoded as a batch of 2. Float32 one-row decoding is fastest as is.
+        With the JAX kernels, a single int8-quantized prompt is decoded as a
+        batch of 2: XLA:CPU's one-row int8 x int8 matmul takes a slow path
+        (docs/models.md). Float one-row decoding is fastest as is.
         """
-        if batch_size != 1 or keras.config.backend() != "jax":
+        if batch_size != 1 or not uses_jax_kernels(self.backbone.resolved_implementation):
             return 0
-        quantized = any(getattr(layer, "quantization_mode", None) == "int8" for layer in self._flatten_layers())
-        return 1 if quantized else 0
-
-    def _pad_id(self, stop_token_ids):
-        # Padding must not look like a generated stop token to the sampler.
-        pad_id = 0
-        while stop_token_ids and pad_id in stop_token_ids:
-            pad_id += 1
-        return pad_id
+        layers = [self.backbone.token_embedding]
+        for block in self.backbone.transformer_layers:
+            layers += block.projections()
+        int8 = any(getattr(layer, "quantization_mode", None) == "int8" for layer in layers)
+        return 1 if int8 else 0
 
     def get_config(self):
         # The tokenizer is saved as tokenizer.json next to the weights by
@@ -366,3 +323,43 @@ class SmallCoderCausalLM(CausalLM):
             config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         config.pop("preprocessor", None)
         return cls(**config)
+
+
+def _is_any(token_ids, ids):
+    """bool, shaped like `token_ids`: True where the token is one of `ids`."""
+    found = ops.equal(token_ids, ids[0])
+    for token in ids[1:]:
+        found = ops.logical_or(found, ops.equal(token_ids, token))
+    return found
+
+
+def _pad_id(stop_token_ids):
+    """An id to pad with that does not look like a generated stop token to the sampler."""
+    pad_id = 0
+    while stop_token_ids and pad_id in stop_token_ids:
+        pad_id += 1
+    return pad_id
+
+
+def _padded_batch(prompts, max_new_tokens, context, pad_id):
+    """`generate_step`'s inputs for prompts (lists of ids): right padded, lengths bucketed.
+
+    The total length is rounded up to a multiple of `_LENGTH_BUCKET` (capped
+    at `context`) and the prefill to one of `_PREFILL_BUCKET`, so that nearby
+    lengths share one compiled program; `end_index` stops decoding where the
+    longest prompt has its `max_new_tokens`.
+    """
+    longest = max(len(p) for p in prompts)
+    total = min(context, -(-(longest + max_new_tokens) // _LENGTH_BUCKET) * _LENGTH_BUCKET)
+    token_ids = np.full((len(prompts), total), pad_id, dtype="int32")
+    prompt_mask = np.zeros((len(prompts), total), dtype="bool")
+    for row, prompt in enumerate(prompts):
+        token_ids[row, : len(prompt)] = prompt
+        prompt_mask[row, : len(prompt)] = True
+    prefill = min(total, -(-longest // _PREFILL_BUCKET) * _PREFILL_BUCKET)
+    return {
+        "token_ids": token_ids,
+        "padding_mask": prompt_mask,
+        "prompt_ids": token_ids[:, :prefill],
+        "end_index": np.asarray(longest + max_new_tokens, dtype="int32"),
+    }

@@ -3,7 +3,9 @@
 import keras
 from keras import ops
 
-from smallcoder.models.attention import SmallCoderAttention, uses_fused_kernels
+from smallcoder import compat
+from smallcoder.models.attention import SmallCoderAttention
+from smallcoder.models.quantization import is_quantized
 
 
 class SmallCoderDecoderBlock(keras.layers.Layer):
@@ -15,6 +17,7 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         intermediate_dim: int. F, the SwiGLU hidden size.
         layer_norm_epsilon: float. RMSNorm epsilon (`rms_norm_eps`).
         kernel_initializer: initializer of every kernel.
+        implementation: the kernels of `call` (see `SmallCoderAttention`).
 
     Call args:
         hidden_states: float (B, T, D).
@@ -33,6 +36,7 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         rope_max_wavelength=10000.0,
         layer_norm_epsilon=1e-5,
         kernel_initializer="glorot_uniform",
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -43,6 +47,7 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         self.rope_max_wavelength = rope_max_wavelength
         self.layer_norm_epsilon = layer_norm_epsilon
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.implementation = implementation
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
@@ -60,6 +65,7 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
             self.head_dim,
             rope_max_wavelength=self.rope_max_wavelength,
             kernel_initializer=self.kernel_initializer,
+            implementation=self.implementation,
             name="attention",
             **common,
         )
@@ -77,59 +83,69 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         self.feedforward_intermediate.build(input_shape)
         self.feedforward_output = keras.layers.Dense(hidden_dim, name="feedforward_output", **dense)
         self.feedforward_output.build((None, None, self.intermediate_dim))
-        # In a block made in a `keras.RematScope` (backbone `remat="full"`) the
-        # norms stay Keras layers: with `fused_jax.rms_norm` inside,
-        # `jax.checkpoint` kept more (a 4-layer test model's activations with
-        # remat: 0.57x of without, vs 0.31x). The other kernels measured fine.
-        self.fused_norms = getattr(getattr(self, "_remat_mode", None), "mode", None) is None
+
+        # === Kernels of `call` ===
+        self.jax_kernels = self.attention.jax_kernels
+        # In a block made in a `keras.RematScope` (backbone `remat="full"`)
+        # the norms stay Keras layers: with `fused_jax.rms_norm` inside,
+        # `jax.checkpoint` kept more activations (docs/models.md).
+        self.fused_norms = self.jax_kernels and compat.remat_mode(self) is None
         self.built = True
 
     def call(self, hidden_states, positions, attention_mask):
-        normed = self._normalize(self.pre_attention_norm, hidden_states, fused=self.fused_norms)
+        normed = self._normalize(self.pre_attention_norm, hidden_states)
         hidden_states = hidden_states + self.attention(normed, positions, attention_mask)
-        return hidden_states + self._feedforward(hidden_states, fused=True)  # (B, T, D)
+        normed = self._normalize(self.pre_feedforward_norm, hidden_states)
+        return hidden_states + self._feedforward(normed)  # (B, T, D)
 
-    @staticmethod
-    def _normalize(norm, hidden_states, fused=False):
-        """`norm(hidden_states)`; with `fused` on JAX, `fused_jax.rms_norm` (same values, faster backward)."""
-        if fused and uses_fused_kernels(norm):
-            from smallcoder.models.fused_jax import rms_norm
+    def _normalize(self, norm, hidden_states):
+        """`norm(hidden_states)`; with the JAX kernels `fused_jax.rms_norm` (same values,
+        faster backward)."""
+        if not self.fused_norms:
+            return norm(hidden_states)
+        from smallcoder.models.fused_jax import rms_norm
 
-            return rms_norm(hidden_states, ops.cast(norm.scale, hidden_states.dtype), norm.epsilon)
-        return norm(hidden_states)
+        return rms_norm(hidden_states, ops.cast(norm.scale, hidden_states.dtype), norm.epsilon)
 
-    def _feedforward(self, hidden_states, fused=False, output_kernel_t=None):
-        """SwiGLU of the normed (B, T, D) input, (B, T, D), without the residual.
+    def _feedforward(self, x):
+        """SwiGLU of the normed input (B, T, D), without the residual: (B, T, D).
 
-        `fused`: on JAX with float kernels, one call with a hand-written
-        backward (`fused_jax.swiglu`, faster training); it concatenates the
-        gate and up kernels per call, so decoding (one token) does not use it.
-        `output_kernel_t`: the output kernel transposed, (D, F), from
-        `decode_kernel`, used in its place.
+        The JAX kernels run it as one call with a hand-written backward
+        (`fused_jax.swiglu`); it concatenates the gate and up kernels per
+        call, so decoding, one token at a time, does not use it.
         """
-        x = self._normalize(self.pre_feedforward_norm, hidden_states, fused and self.fused_norms)
         layers = (self.feedforward_gate, self.feedforward_intermediate, self.feedforward_output)
-        if fused and uses_fused_kernels(*layers):
-            from smallcoder.models.fused_jax import swiglu
+        if not self.jax_kernels or any(is_quantized(layer) for layer in layers):
+            return self._feedforward_layers(x)
+        from smallcoder.models.fused_jax import swiglu
 
-            return swiglu(x, *(ops.cast(layer.kernel, x.dtype) for layer in layers))
-        gate = ops.silu(self.feedforward_gate(x))  # (B, T, F)
-        hidden = gate * self.feedforward_intermediate(x)
+        return swiglu(x, *(ops.cast(layer.kernel, x.dtype) for layer in layers))
+
+    def _feedforward_layers(self, x, output_kernel_t=None):
+        """SwiGLU through the Dense layers.
+
+        `output_kernel_t`: `decode_kernel()`, used in place of the output kernel.
+        """
+        hidden = ops.silu(self.feedforward_gate(x)) * self.feedforward_intermediate(x)  # (B, T, F)
         if output_kernel_t is None:
             return self.feedforward_output(hidden)  # (B, T, D)
         return ops.einsum("btf,df->btd", hidden, ops.cast(output_kernel_t, hidden.dtype))
 
-    def decode_kernel(self):
-        """The feedforward output kernel transposed, (D, F), for `call_with_cache`; None where not used.
+    def projections(self):
+        """The block's seven projections: attention q, k, v, output; SwiGLU gate, up, output."""
+        attention = self.attention
+        return [attention.query, attention.key, attention.value, attention.attention_output,
+                self.feedforward_gate, self.feedforward_intermediate, self.feedforward_output]
 
-        Made once per `generate` call, outside the decoding loop (JAX, float
-        kernels): XLA:CPU's one-row product with the (F, D) kernel read it at
-        27.5 GB/s, with this transposed copy at 36.4 GB/s (≈ 2 ms less per
-        token on the 303M model, for a copy of F x D per block while
-        generating). Quantized kernels and other backends keep the layer call;
-        `generate_step` asks for it for batches of one row only.
+    def decode_kernel(self):
+        """The feedforward output kernel transposed, (D, F), for one-row decoding, or None.
+
+        With the JAX kernels and a float kernel: XLA:CPU reads the
+        transposed copy faster in a one-row product than the (F, D) kernel
+        (docs/models.md). Made once per `generate` call, outside the decoding
+        loop; `generate_step` asks for it for batches of one row only.
         """
-        if not uses_fused_kernels(self.feedforward_output):  # JAX and float kernels only
+        if not self.jax_kernels or is_quantized(self.feedforward_output):
             return None
         return ops.transpose(self.feedforward_output.kernel)
 
@@ -150,7 +166,8 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         x = self.pre_attention_norm(hidden_states)
         attended, cache = self.attention.call_with_cache(x, positions, attention_mask, cache, cache_update_index)
         hidden_states = hidden_states + attended
-        return hidden_states + self._feedforward(hidden_states, output_kernel_t=decode_kernel), cache
+        x = self.pre_feedforward_norm(hidden_states)
+        return hidden_states + self._feedforward_layers(x, output_kernel_t=decode_kernel), cache
 
     def get_config(self):
         config = super().get_config()
@@ -163,6 +180,7 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
                 "rope_max_wavelength": self.rope_max_wavelength,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "implementation": self.implementation,
             }
         )
         return config

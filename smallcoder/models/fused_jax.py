@@ -1,29 +1,42 @@
 """JAX training kernels with hand-written backward passes: fused projections, SwiGLU,
-attention, RMSNorm and the token cross-entropy.
+attention, RMSNorm, the token cross-entropy and RoPE.
 
-Why not autodiff: on XLA:CPU the autodiff backward of `silu(x @ Wg) * (x @ Wu)`
-fuses the SiLU derivative into a transposing copy of the (T, F) gradient before
-the weight-gradient matmul (≈ 100 ms per block at 1×1024 on 2 cores, more than
-a matmul). Writing the backward as explicit 2-D matmuls over concatenated
-kernels ([Wg | Wu] and [Wq | Wk | Wv]) gives XLA plain row-major GEMMs, fewer
-and larger ones. Measured on a 4-block SwiGLU stack (fwd + bwd): 20 % less CPU
-time, ≈ 89 % of the float32 matmul peak. Results equal autodiff to float32
-round-off (tested).
+Why not autodiff: on XLA:CPU the autodiff backward of these operations copies
+large gradients transposed before their weight-gradient matmuls (the SwiGLU
+derivative fused into a transposing copy of the (T, F) gradient; the logits
+gradient; the attention probabilities). Written as explicit 2-D matmuls over
+concatenated kernels ([Wg | Wu] and [Wq | Wk | Wv]) XLA gets plain row-major
+GEMMs, fewer and larger ones. docs/models.md has the measurements. Each
+kernel equals autodiff of the plain formula to float32 round-off
+(tests/models/test_fused_kernels.py).
 
-Only the JAX backend uses these (`SmallCoderAttention` / `SmallCoderDecoderBlock`
-call them when `keras.config.backend() == "jax"` and the kernels are plain
-float, i.e. not quantized; `training.metrics.TokenCrossEntropy` on JAX); the
-other backends keep the Keras layers' calls and losses.
+Only the "blocks" and "cudnn" implementations (`smallcoder.models.implementation`)
+call these, and only over float kernels; `training.metrics.TokenCrossEntropy`
+uses `token_cross_entropy` on JAX.
 """
 
 import jax
 import jax.numpy as jnp
 
-from smallcoder.models.causal_attention import MASKED_SCORE
+# Scores of masked pairs; finite so a fully masked row cannot produce NaNs.
+MASKED_SCORE = -1e9
 
 
 def _rows(x):
     return x.reshape(-1, x.shape[-1])
+
+
+def _concatenate(arrays):
+    # A single array (the logits projection) is used as is: no (B*T, V) copy.
+    return arrays[0] if len(arrays) == 1 else jnp.concatenate(arrays, axis=1)
+
+
+def _split_points(kernels):
+    points, total = [], 0
+    for kernel in kernels[:-1]:
+        total += kernel.shape[1]
+        points.append(total)
+    return points
 
 
 @jax.custom_vjp
@@ -38,19 +51,6 @@ def fused_projections(x, kernels):
         tuple of (B, T, n_i).
     """
     return _fused_projections_fwd(x, kernels)[0]
-
-
-def _concatenate(arrays):
-    # A single array (the logits projection) is used as is: no (B*T, V) copy.
-    return arrays[0] if len(arrays) == 1 else jnp.concatenate(arrays, axis=1)
-
-
-def _split_points(kernels):
-    points, total = [], 0
-    for kernel in kernels[:-1]:
-        total += kernel.shape[1]
-        points.append(total)
-    return points
 
 
 def _fused_projections_fwd(x, kernels):
@@ -124,9 +124,9 @@ def attention_block(query, key, value, mask):
 
     The flash-attention backward: only the block's output and log-sum-exp
     are kept, not the (C, S) probabilities, and the backward recomputes
-    the scores with one extra matmul. On XLA:CPU this is ≈ 25 % faster
-    (fwd + bwd, 1×1024, 8 heads) than autodiff through softmax, which
-    saves and transposes the probabilities, and it keeps less memory.
+    the scores with one extra matmul, where autodiff through softmax
+    saves the probabilities and copies them transposed: faster, and less
+    memory.
 
     Args:
         query: (B, K, G, C, H), already scaled by 1/sqrt(H).
@@ -137,27 +137,6 @@ def attention_block(query, key, value, mask):
         (B, K, G, C, H) in the query's dtype. Softmax in float32.
     """
     return _attention_block_fwd(query, key, value, mask)[0]
-
-
-def cudnn_causal_attention(query, key, value, attention_mask):
-    """cuDNN flash attention (GPU; bfloat16/float16), causal, with `attention_mask` as a bias.
-
-    cuDNN skips the key blocks past each query block (`is_causal`), and the
-    mask (padding, packed segments) is added as a bias inside the kernel; no
-    (T, T) score matrix is kept for the backward pass. Grouped KV heads are
-    passed as they are (K may divide N).
-
-    Args:
-        query: (B, T, N, H); key, value: (B, T, K, H).
-        attention_mask: bool (B, T, T), causal.
-
-    Returns:
-        (B, T, N, H) in the query's dtype.
-    """
-    return jax.nn.dot_product_attention(
-        query, key.astype(query.dtype), value.astype(query.dtype), mask=attention_mask[:, None],
-        is_causal=True, implementation="cudnn",
-    )
 
 
 def _attention_block_fwd(query, key, value, mask):
@@ -177,7 +156,7 @@ def _attention_block_bwd(residuals, d_outputs):
     probs = jnp.where(mask, jnp.exp(scores - log_total), 0.0)  # (B, K, G, C, S)
     # d_value and d_key as (H, S) products, transposed after: contracting the
     # (C, S) matrices over their leading axis in place of making XLA:CPU copy
-    # them transposed (-9 % CPU time of attention fwd + bwd, 1x1024, 8 heads).
+    # them transposed.
     d_value = jnp.einsum("bkgqh,bkgqs->bkhs", d_outputs, probs.astype(d_outputs.dtype))
     d_probs = jnp.einsum("bkgqh,bksh->bkgqs", d_outputs, value, preferred_element_type=jnp.float32)
     row_dot = jnp.sum(d_outputs.astype(jnp.float32) * outputs.astype(jnp.float32), axis=-1, keepdims=True)
@@ -196,8 +175,7 @@ def rms_norm(x, scale, epsilon):
     """`x / sqrt(mean(x**2, -1) + epsilon) * scale`, in float32, as `keras.ops.rms_normalization`.
 
     The hand-written backward takes the scale gradient as a (1, rows) x
-    (rows, D) matmul: XLA:CPU's column reduction from autodiff cost ≈ 6 ms
-    per norm at 1x1024 (-20 % CPU time of 24 norms + projections, fwd + bwd).
+    (rows, D) matmul, where autodiff gives XLA:CPU a slow column reduction.
 
     Args:
         x: (..., D).
@@ -239,8 +217,7 @@ def token_cross_entropy(logits, labels):
     The backward is one fused pass, `softmax(logits) - one_hot(label)`
     times the token's cotangent, from the saved logits and log-sum-exp;
     autodiff through `log_softmax` and the label gather makes XLA write
-    several (B, T, V) intermediates (-6 to -10 % CPU time of the 49152-way
-    head fwd + bwd at 1x1024).
+    several (B, T, V) intermediates.
     """
     return _token_cross_entropy_fwd(logits, labels)[0]
 

@@ -54,11 +54,28 @@ PRESETS = {
 HF_REPOS = {"smallcoder_303m": "Beebey/smallcoder-303m"}
 
 
-def preset_config(name):
-    """The backbone config of built-in preset `name` (a copy)."""
-    if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}. Built-in presets: {', '.join(PRESETS)}; or pass a folder.")
-    return dict(PRESETS[name])
+def preset_config(preset):
+    """The backbone config (a new dict) of a built-in preset name or a Keras preset folder.
+
+    A folder's is the `config` of its `config.json`, as `save_to_preset`
+    wrote it, without the layer's `name` and `trainable`.
+    """
+    preset = os.fspath(preset)
+    if preset in PRESETS:
+        return dict(PRESETS[preset])
+    if not os.path.isdir(preset):
+        raise ValueError(
+            f"Unknown preset {preset!r}. Built-in presets: {', '.join(PRESETS)}; or pass a folder."
+        )
+    path = os.path.join(preset, "config.json")
+    try:
+        with open(path) as f:
+            config = json.load(f)["config"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a Keras preset config ({type(e).__name__}: {e}).") from e
+    config.pop("name", None)
+    config.pop("trainable", None)
+    return config
 
 
 def is_keras_preset(path):
@@ -88,10 +105,7 @@ def load_backbone(preset, load_weights=True, dtype=None, remat=_KEEP):
     if preset in PRESETS:
         return SmallCoderBackbone(**preset_config(preset), dtype=dtype, remat=None if remat is _KEEP else remat)
     _check_folder(preset)
-    with open(os.path.join(preset, "config.json")) as f:
-        config = json.load(f)["config"]
-    config.pop("name", None)
-    config.pop("trainable", None)
+    config = preset_config(preset)
     if dtype is not None:
         config["dtype"] = dtype
     if remat is not _KEEP:

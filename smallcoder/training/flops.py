@@ -10,7 +10,7 @@ term is attention scores and values over a context of T tokens (full, not
 halved for causality, as MFU is usually quoted).
 """
 
-import time
+from smallcoder.models.sizes import matmul_params
 
 # Dense bf16 peak FLOP/s per chip, HBM per chip (bytes).
 DEVICES = {
@@ -20,16 +20,6 @@ DEVICES = {
     "h100": {"peak_flops": 989e12, "memory": 80 * 2**30},
     "h200": {"peak_flops": 989e12, "memory": 141 * 10**9},
 }
-
-
-def matmul_params(config):
-    """Weights a token is multiplied by (non-embedding + output projection)."""
-    D, F, L, V = config["hidden_dim"], config["intermediate_dim"], config["num_layers"], config["vocabulary_size"]
-    N = config["num_query_heads"]
-    K = config.get("num_key_value_heads") or N
-    H = D // N
-    per_layer = D * N * H + 2 * D * K * H + N * H * D + 3 * D * F
-    return L * per_layer + V * D
 
 
 def flops_per_token(config, sequence_length):
@@ -48,27 +38,6 @@ def device_name(device):
     return "cpu" if "cpu" in kind else None
 
 
-def measured_cpu_peak(size=1024, repeats=8):
-    """float32 matmul FLOP/s of this host, measured now with the Keras backend's own matmul.
-
-    Best of `repeats` (the backend's threads, as training uses them); on a
-    shared host the figure, and the MFU derived from it, is noisy.
-    """
-    import keras
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    a = keras.ops.convert_to_tensor(rng.standard_normal((size, size), dtype="float32"))
-    b = keras.ops.convert_to_tensor(rng.standard_normal((size, size), dtype="float32"))
-    keras.ops.convert_to_numpy(keras.ops.matmul(a, b))  # warm up (and compile, on JAX)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        keras.ops.convert_to_numpy(keras.ops.matmul(a, b))
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
-
-
 def peak_flops(device_kind=None):
     """`(peak FLOP/s per device, how it was found)` for this machine's first device."""
     if device_kind is None:
@@ -83,4 +52,16 @@ def peak_flops(device_kind=None):
             device_kind = None
     if device_kind in DEVICES:
         return DEVICES[device_kind]["peak_flops"], f"{device_kind} table"
-    return measured_cpu_peak(), "measured: float32 matmul on this host"
+    return measured_matmul_peak(), "measured: float32 matmul on this host"
+
+
+def measured_matmul_peak():
+    """float32 matmul FLOP/s measured now with the Keras backend's framework (`bench.peak`).
+
+    On a shared host the figure, and the MFU derived from it, is noisy.
+    """
+    import keras
+
+    from smallcoder.bench.peak import matmul_peak
+
+    return matmul_peak(framework=keras.config.backend())["flops_per_s"]

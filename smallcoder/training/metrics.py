@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from smallcoder import compat
+
 
 class LastValue(keras.metrics.Metric):
     """The value of the latest `update_state` call, not a running mean.
@@ -51,11 +53,16 @@ def causal_lm_loss():
 
 
 def compile_for_training(causal_lm, optimizer, microbatches=1):
-    """Compile with the causal-LM loss, no extra metrics, and a per-step loss log."""
-    causal_lm.compile(optimizer=optimizer, loss=causal_lm_loss(), weighted_metrics=[], sampler="greedy",
-                      microbatches=microbatches)
-    # Keras has no public switch for the loss tracker's reduction; swap it.
-    # Set without Keras' attribute tracking: a tracked copy would outlive a
-    # later `compile` (which makes a fresh tracker) and, being last of two
-    # metrics named "loss", report its stale value in the logs.
-    object.__setattr__(causal_lm, "_loss_tracker", LastValue(name="loss"))
+    """Compile with the causal-LM loss, no extra metrics, a per-step loss log and
+    `microbatches` in-step microbatches (`training.microbatching`, JAX)."""
+    from smallcoder.training.microbatching import (
+        check_microbatches_backend,
+        use_microbatches,
+    )
+
+    check_microbatches_backend(microbatches)
+    causal_lm.compile(
+        optimizer=optimizer, loss=causal_lm_loss(), weighted_metrics=[], sampler="greedy"
+    )
+    compat.set_loss_tracker(causal_lm, LastValue(name="loss"))
+    use_microbatches(causal_lm, microbatches)

@@ -14,10 +14,41 @@ optimizer's accumulation over M Keras steps, each feeding its own batch),
 this is one step of the data pipeline and one jitted function.
 """
 
-import jax
-import jax.numpy as jnp
-from keras.src import backend, tree
-from keras.src.trainers import data_adapters
+import functools
+
+import keras
+
+from smallcoder import compat
+
+
+def check_microbatches_backend(microbatches, name="microbatches"):
+    """Raise a ValueError when `microbatches` > 1 cannot run on this Keras backend (JAX only).
+
+    `name`: the setting named in the message (`"training.microbatches"` for a recipe).
+    """
+    backend = keras.config.backend()
+    if microbatches > 1 and backend != "jax":
+        raise ValueError(
+            f"{name}: {microbatches} needs the JAX backend (this is {backend}); set it to 1 and "
+            "use gradient accumulation (training.gradient_accumulation_steps) instead."
+        )
+
+
+def use_microbatches(model, microbatches):
+    """Make `model.fit` run each batch as `microbatches` sequential microbatches (one update).
+
+    Replaces the compiled model's `train_step` on this instance with
+    `microbatched_train_step` (1 restores Keras' own). Call it after
+    `compile`; `training.metrics.compile_for_training` does.
+    """
+    check_microbatches_backend(microbatches)
+    if microbatches < 1:
+        raise ValueError(f"microbatches={microbatches} must be >= 1.")
+    model.__dict__.pop("train_step", None)
+    if microbatches > 1:
+        step = functools.partial(microbatched_train_step, model, microbatches=microbatches)
+        object.__setattr__(model, "train_step", step)
+    model.train_function = None  # `fit` makes it again, from this step
 
 
 def check_microbatches(batch_size, microbatches):
@@ -37,6 +68,8 @@ def _split(tensor, microbatches):
     microbatch (when its block size is a multiple of M), so no microbatch
     runs on a subset of the devices.
     """
+    import jax.numpy as jnp
+
     if tensor is None:
         return None
     return jnp.swapaxes(tensor.reshape((-1, microbatches) + tensor.shape[1:]), 0, 1)
@@ -44,6 +77,8 @@ def _split(tensor, microbatches):
 
 def _loss_shares(model, sample_weight, microbatches):
     """(M,) weights of each microbatch's loss in the batch loss."""
+    import jax.numpy as jnp
+
     reduction = getattr(model.loss, "reduction", None)
     if sample_weight is not None and reduction == "mean_with_sample_weight":
         per_micro = jnp.sum(_split(sample_weight, microbatches).reshape(microbatches, -1).astype(jnp.float32), axis=1)
@@ -69,8 +104,12 @@ def microbatched_train_step(model, state, data, microbatches):
     Returns:
         `(logs, state)` like `train_step`.
     """
+    import jax
+    import jax.numpy as jnp
+
+    tree = keras.tree
     trainable, non_trainable, optimizer_variables, metrics_variables = state
-    x, y, sample_weight = data_adapters.data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     batch_size = next(t for t in tree.flatten(x) if t is not None).shape[0]
     check_microbatches(batch_size, microbatches)
     shares = _loss_shares(model, sample_weight, microbatches)
@@ -85,10 +124,9 @@ def microbatched_train_step(model, state, data, microbatches):
                                   training=True, optimizer_variables=optimizer_variables)
         unscaled_loss, y_pred, non_trainable, metrics_variables = aux
         # Compiled metrics (e.g. accuracy) accumulate over the microbatches.
-        if model._compile_metrics is not None:
-            with backend.StatelessScope(state_mapping=list(zip(metric_refs, metrics_variables))) as scope:
-                model._compile_metrics.update_state(micro_y, y_pred, micro_weight)
-            metrics_variables = _values_after(scope, metric_refs, metrics_variables)
+        with keras.StatelessScope(state_mapping=list(zip(metric_refs, metrics_variables))) as scope:
+            model.compute_metrics(micro_x, micro_y, y_pred, micro_weight)
+        metrics_variables = _values_after(scope, metric_refs, metrics_variables)
         grads_sum = jax.tree.map(lambda total, g: total + share.astype(g.dtype) * g, grads_sum, grads)
         return (grads_sum, loss_sum + share * unscaled_loss, non_trainable, metrics_variables), None
 
@@ -97,8 +135,8 @@ def microbatched_train_step(model, state, data, microbatches):
     (grads, loss, non_trainable, metrics_variables), _ = jax.lax.scan(one_microbatch, carry, (split, shares))
 
     trainable, optimizer_variables = model.optimizer.stateless_apply(optimizer_variables, grads, trainable)
-    with backend.StatelessScope(state_mapping=list(zip(metric_refs, metrics_variables))) as scope:
-        model._loss_tracker.update_state(loss, sample_weight=batch_size)
+    with keras.StatelessScope(state_mapping=list(zip(metric_refs, metrics_variables))) as scope:
+        compat.loss_tracker(model).update_state(loss, sample_weight=batch_size)
         logs = model.get_metrics_result()
     metrics_variables = _values_after(scope, metric_refs, metrics_variables)
     return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)

@@ -46,16 +46,10 @@ class TrainingError(RuntimeError):
 
 def backbone_config(recipe, init_dir):
     """The backbone config the run will build, read without building it."""
-    from smallcoder.models.presets import PRESETS, is_keras_preset, preset_config
+    from smallcoder.models.presets import is_keras_preset, preset_config
 
-    if init_dir and is_keras_preset(init_dir):
-        with open(os.path.join(init_dir, "config.json")) as f:
-            return json.load(f)["config"]
-    preset = recipe["model.preset"]
-    if preset in PRESETS:
-        return preset_config(preset)
-    with open(os.path.join(preset, "config.json")) as f:
-        return json.load(f)["config"]
+    from_init = init_dir and is_keras_preset(init_dir)
+    return preset_config(init_dir if from_init else recipe["model.preset"])
 
 
 def make_distribution(recipe, config, echo):
@@ -129,20 +123,17 @@ def load_model(recipe, init_dir, echo, resuming=False):
 
 def check_backend(recipe):
     """Fail early when `model.remat` or `training.microbatches` cannot run on this Keras backend."""
-    import keras
+    from smallcoder.models.backbone import check_remat
+    from smallcoder.training.microbatching import check_microbatches_backend
 
-    backend = keras.config.backend()
-    if recipe.remat and backend == "tensorflow":
-        raise TrainingError(
-            f"{recipe.where('model.remat')}: model.remat: {recipe.remat!r} is not supported on the "
-            "TensorFlow backend; use KERAS_BACKEND=jax or torch, or set model.remat: null."
-        )
     microbatches = recipe["training.microbatches"]
-    if microbatches > 1 and backend != "jax":
-        raise TrainingError(
-            f"{recipe.where('training.microbatches')}: training.microbatches: {microbatches} needs the JAX "
-            f"backend (this is {backend}); set it to 1 and use training.gradient_accumulation_steps."
-        )
+    checks = (("model.remat", check_remat, recipe.remat),
+              ("training.microbatches", check_microbatches_backend, microbatches))
+    for key, check, value in checks:
+        try:
+            check(value, name=key)
+        except ValueError as e:
+            raise TrainingError(f"{recipe.where(key)}: {e}") from e
 
 
 def checkpoint_dir(recipe, run_dir):

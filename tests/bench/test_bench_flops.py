@@ -36,3 +36,21 @@ def test_device_kinds_map_to_the_table():
     assert device_name(SimpleNamespace(device_kind="TPU v5 lite")) == "tpu-v5e"
     assert device_name(SimpleNamespace(device_kind="cpu")) == "cpu"
     assert peak_flops("h200") == (DEVICES["h200"]["peak_flops"], "h200 table")
+
+
+def test_parameter_count_is_what_the_built_backbone_counts():
+    """One formula (smallcoder.models.sizes) for plan, FLOPs and the model: tied, untied, grouped heads."""
+    from smallcoder.models import SmallCoderBackbone
+    from smallcoder.models.sizes import parameter_count
+
+    assert parameter_count(preset_config("smallcoder_303m")) == 302_027_520  # the model card's
+    test = preset_config("smallcoder_test")
+    for config in (test, dict(test, tie_word_embeddings=True)):
+        assert parameter_count(config) == SmallCoderBackbone(**config).count_params()
+
+
+def test_the_measured_peak_of_training_is_the_benchmarks_timer(backend):
+    from smallcoder.training.flops import peak_flops
+
+    peak, source = peak_flops("cpu")
+    assert source == "measured: float32 matmul on this host" and peak > 1e9

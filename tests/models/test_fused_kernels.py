@@ -1,12 +1,19 @@
-"""The training kernels equal the plain formulas: block-causal attention, fused projections, SwiGLU."""
+"""The JAX training kernels equal the plain formulas in values and gradients: block-causal
+attention, fused projections, SwiGLU, RMSNorm, cross-entropy, RoPE."""
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
-from smallcoder.models.causal_attention import block_causal_attention
+from smallcoder import compat
+from smallcoder.models.causal_attention import (
+    block_causal_attention,
+    dot_product_causal_attention,
+)
 from smallcoder.models.masks import segment_attention_mask
+
+pytestmark = pytest.mark.skipif(keras.config.backend() != "jax", reason="JAX kernels")
 
 
 def _segments():
@@ -24,31 +31,19 @@ def _qkv(seed=0, batch=2, length=40, heads=4, kv_heads=2, head_dim=8):
     return query, key, value
 
 
-def _reference_attention(query, key, value, mask):
-    groups = query.shape[2] // key.shape[2]
-    key, value = ops.repeat(key, groups, axis=2), ops.repeat(value, groups, axis=2)
-    return ops.dot_product_attention(query, key, value, mask=ops.expand_dims(mask, 1))
-
-
 @pytest.mark.parametrize("block_size", [16, 40, 256])
 def test_block_causal_attention_equals_masked_attention(block_size):
     """Blocks of 16 over 40 tokens (a partial last block), one block, a block longer than the row."""
     query, key, value = _qkv()
     mask = segment_attention_mask(_segments())
-    expected = ops.convert_to_numpy(_reference_attention(query, key, value, mask))
+    expected = ops.convert_to_numpy(dot_product_causal_attention(query, key, value, mask))
     got = ops.convert_to_numpy(block_causal_attention(query, key, value, mask, block_size=block_size))
     real = _segments() > 0  # padding rows attend to themselves only; both agree there too
     np.testing.assert_allclose(got[real], expected[real], atol=2e-5)
     np.testing.assert_allclose(got, expected, atol=2e-5)
 
 
-def _jax_only():
-    if keras.config.backend() != "jax":
-        pytest.skip("JAX kernels")
-
-
 def test_block_causal_attention_gradients_equal_masked_attention():
-    _jax_only()
     import jax
     import jax.numpy as jnp
 
@@ -59,7 +54,8 @@ def test_block_causal_attention_gradients_equal_masked_attention():
     def loss(attend):
         return lambda q, k, v: jnp.sum(attend(q, k, v) * cotangent)
 
-    expected = jax.grad(loss(lambda q, k, v: _reference_attention(q, k, v, mask)), argnums=(0, 1, 2))(query, key, value)
+    reference = loss(lambda q, k, v: dot_product_causal_attention(q, k, v, mask))
+    expected = jax.grad(reference, argnums=(0, 1, 2))(query, key, value)
     got = jax.grad(loss(lambda q, k, v: block_causal_attention(q, k, v, mask, block_size=16)), argnums=(0, 1, 2))(
         query, key, value
     )
@@ -68,7 +64,6 @@ def test_block_causal_attention_gradients_equal_masked_attention():
 
 
 def test_fused_projections_value_and_gradients():
-    _jax_only()
     import jax
     import jax.numpy as jnp
 
@@ -92,7 +87,6 @@ def test_fused_projections_value_and_gradients():
 
 
 def test_swiglu_value_and_gradients():
-    _jax_only()
     import jax
     import jax.numpy as jnp
 
@@ -118,46 +112,7 @@ def test_swiglu_value_and_gradients():
         np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-4, atol=1e-4)
 
 
-def test_fused_training_path_matches_layer_calls():
-    """The backbone's JAX training path (fused kernels, block attention) equals its layer-by-layer path."""
-    _jax_only()
-    import jax
-
-    from smallcoder.models import SmallCoderBackbone
-
-    keras.utils.set_random_seed(0)
-    backbone = SmallCoderBackbone(
-        vocabulary_size=64, num_layers=2, num_query_heads=4, num_key_value_heads=2, hidden_dim=32,
-        intermediate_dim=48, max_sequence_length=300,
-    )
-    segments = np.asarray([[1] * 100 + [2] * 160 + [0] * 40], dtype="int32")
-    inputs = {"token_ids": np.random.default_rng(5).integers(0, 64, segments.shape).astype("int32"),
-              "padding_mask": segments}
-    trainable = [v.value for v in backbone.trainable_variables]
-
-    def loss(trainable):
-        hidden, _ = backbone.stateless_call(trainable, [], inputs)
-        return ops.sum(ops.square(hidden[segments > 0]))
-
-    fused_value, fused_grads = jax.value_and_grad(loss)(trainable)
-    # The same weights through the per-layer calls: what the other backends run.
-    import smallcoder.models.attention as attention_module
-    import smallcoder.models.decoder as decoder_module
-
-    original = keras.config.backend
-    try:
-        attention_module.keras.config.backend = lambda: "plain"
-        plain_value, plain_grads = jax.value_and_grad(loss)(trainable)
-    finally:
-        attention_module.keras.config.backend = original
-    assert decoder_module.keras.config.backend() == "jax"
-    np.testing.assert_allclose(float(fused_value), float(plain_value), rtol=1e-5)
-    for g, e in zip(fused_grads, plain_grads):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-4, atol=1e-5 * np.abs(np.asarray(e)).max())
-
-
 def test_rms_norm_value_and_gradients():
-    _jax_only()
     import jax
     import jax.numpy as jnp
 
@@ -180,7 +135,6 @@ def test_rms_norm_value_and_gradients():
 
 
 def test_token_cross_entropy_value_and_gradients():
-    _jax_only()
     import jax
     import jax.numpy as jnp
 
@@ -201,21 +155,7 @@ def test_token_cross_entropy_value_and_gradients():
     np.testing.assert_allclose(np.asarray(grads[0]), np.asarray(grads[1]), rtol=1e-5, atol=1e-6)
 
 
-def test_training_loss_equals_keras_sparse_cross_entropy():
-    """The recipes' loss (any backend) is Keras' token-weighted cross-entropy."""
-    from smallcoder.training.metrics import causal_lm_loss
-
-    rng = np.random.default_rng(8)
-    logits = (rng.normal(size=(3, 7, 40)) * 3).astype("float32")
-    labels = rng.integers(0, 40, (3, 7)).astype("int32")
-    weight = (rng.random((3, 7)) > 0.4).astype("float32")
-    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
-    np.testing.assert_allclose(float(causal_lm_loss()(labels, logits, sample_weight=weight)),
-                               float(expected(labels, logits, sample_weight=weight)), rtol=1e-6)
-
-
 def test_rotary_equals_keras_hub_and_its_gradient():
-    _jax_only()
     import jax
     import jax.numpy as jnp
     from keras_hub.layers import RotaryEmbedding
@@ -226,7 +166,7 @@ def test_rotary_equals_keras_hub_and_its_gradient():
     x = rng.normal(size=(2, 11, 3, 8)).astype("float32")
     positions = np.asarray([list(range(11)), [0, 1, 2, 0, 1, 2, 3, 4, 0, 1, 2]], dtype="int32")
     layer = RotaryEmbedding(max_wavelength=10000.0)
-    cos, sin = layer._compute_cos_sin_embedding(x, 0, positions)
+    cos, sin = compat.rope_cos_sin(layer, x, positions)
     np.testing.assert_array_equal(np.asarray(rotary(x, cos, sin)), np.asarray(layer(x, positions=positions)))
     cotangent = rng.normal(size=x.shape).astype("float32")
     grads = [jax.grad(lambda v, f=f: jnp.sum(f(v) * cotangent))(x)

@@ -7,6 +7,7 @@ import pytest
 from smallcoder.models import SmallCoderBackbone, SmallCoderCausalLM
 from smallcoder.models.presets import preset_config
 from smallcoder.training.metrics import compile_for_training
+from smallcoder.training.microbatching import use_microbatches
 
 
 def _batch(batch=4, seq=32, seed=0):
@@ -29,7 +30,8 @@ def _train_once(microbatches, loss="training", seed=0):
     if loss == "training":
         compile_for_training(lm, optimizer, microbatches=microbatches)
     else:
-        lm.compile(optimizer=optimizer, microbatches=microbatches)  # sum_over_batch_size, accuracy
+        lm.compile(optimizer=optimizer)  # sum_over_batch_size, accuracy
+        use_microbatches(lm, microbatches)
     before = [np.array(v) for v in lm.trainable_variables]
     x, y, weight = _batch()
     logs = lm.train_on_batch(x, y, sample_weight=weight, return_dict=True)
@@ -58,7 +60,8 @@ def test_microbatches_must_divide_the_batch(backend):
     if backend != "jax":
         pytest.skip("microbatching inside the step is JAX only")
     lm = SmallCoderCausalLM(SmallCoderBackbone(**preset_config("smallcoder_test")))
-    lm.compile(microbatches=3)
+    lm.compile()
+    use_microbatches(lm, 3)
     x, y, weight = _batch()
     with pytest.raises(ValueError, match="microbatches=3 must be >= 1 and divide the batch size 4"):
         lm.train_on_batch(x, y, sample_weight=weight)
@@ -68,8 +71,30 @@ def test_other_backends_refuse_microbatches(backend):
     if backend == "jax":
         pytest.skip("the JAX backend supports microbatches")
     lm = SmallCoderCausalLM(SmallCoderBackbone(**preset_config("smallcoder_test")))
-    with pytest.raises(ValueError, match="needs the JAX backend"):
-        lm.compile(microbatches=2)
+    lm.compile()
+    with pytest.raises(ValueError, match="microbatches: 2 needs the JAX backend"):
+        use_microbatches(lm, 2)
+    with pytest.raises(ValueError, match="microbatches: 2 needs the JAX backend"):
+        compile_for_training(lm, keras.optimizers.SGD(0.1), microbatches=2)
+
+
+def test_the_model_package_does_not_import_the_trainer():
+    """models/ stands alone: building, training and generating need nothing from training/."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, numpy as np
+from smallcoder.models import SmallCoderCausalLM
+lm = SmallCoderCausalLM.from_preset("smallcoder_test")
+lm.compile()
+ones = np.ones((2, 8), "int32")
+lm.train_on_batch({"token_ids": ones, "padding_mask": ones}, ones)
+lm.generate([[1, 2]], max_new_tokens=2, stop_token_ids=None)
+print(sorted(m for m in sys.modules if m.startswith("smallcoder.training")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_a_later_compile_logs_the_real_loss_again():
