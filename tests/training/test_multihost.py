@@ -8,7 +8,6 @@ streams, so the same global batches).
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
