@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 from keras_hub.models import CausalLM
+from keras_hub.samplers import GreedySampler
 
 from smallcoder import compat
 from smallcoder.models.backbone import SmallCoderBackbone
@@ -195,7 +196,13 @@ class SmallCoderCausalLM(CausalLM):
         return logits[:, 0], cache
 
     def _next_token(self, logits):
-        """The sampler's choice (`compile(sampler=...)`) from logits (B, V): int32 (B,)."""
+        """The sampler's choice (`compile(sampler=...)`) from logits (B, V): int32 (B,).
+
+        Greedy takes the argmax of the logits directly (the sampler's softmax
+        first would only cost three passes over (B, V) per step).
+        """
+        if type(self.sampler) is GreedySampler:
+            return ops.cast(ops.argmax(logits, axis=-1), "int32")
         probabilities = self.sampler.compute_probabilities(logits)
         return ops.cast(self.sampler.get_next_token(probabilities), "int32")
 
