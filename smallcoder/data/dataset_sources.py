@@ -10,7 +10,12 @@ import itertools
 import os
 
 from smallcoder import hub_access
-from smallcoder.data.sources import ShardedReader, SourceError, parquet_rows, record_columns
+from smallcoder.data.sources import (
+    ShardedReader,
+    SourceError,
+    parquet_rows,
+    record_columns,
+)
 
 PACKAGED_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "webdataset", "imagefolder",
                      "audiofolder", "videofolder", "pandas", "sql", "xml"}

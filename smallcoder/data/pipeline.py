@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import copy
 
-from smallcoder.data.config import DEFAULT_SHUFFLE_BUFFER, resolve_sources, validate_data_config
+from smallcoder.data.config import (
+    DEFAULT_SHUFFLE_BUFFER,
+    resolve_sources,
+    validate_data_config,
+)
 from smallcoder.data.documents import DocumentStream
 from smallcoder.data.mixture import Mixture
 from smallcoder.data.packing import TextPacker

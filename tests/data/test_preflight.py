@@ -2,8 +2,8 @@
 
 import pytest
 
-from smallcoder.data import check_sources_open
 from smallcoder import hub_access
+from smallcoder.data import check_sources_open
 from smallcoder.data.sources import SourceError
 
 
