@@ -82,8 +82,9 @@ class HFReader(ShardedReader):
             ) from e
 
     def shard_name(self, shard):
-        if self.files is not None:
-            return self.files[shard]
+        if self.files is not None:  # hf://datasets/owner/name@revision/path/in/repo
+            url = self.files[shard]
+            return url.split("@", 1)[1].split("/", 1)[-1] if "@" in url else os.path.basename(url)
         return f"{self.spec['path']} data file {shard + 1}/{len(self.shards)}"
 
     def _read_shard(self, shard, part, parts, cursor):

@@ -106,7 +106,9 @@ class ShardedReader:
                           streams=self.shard_count, shuffle=self.shuffle_buffer > 0)
 
     def shard_name(self, shard):
-        return str(self.shards[shard])
+        """A short name of a shard: a file's path under the source's folder, or its file name."""
+        path, root = str(self.shards[shard]), os.path.expanduser(self.spec["path"])
+        return os.path.relpath(path, root) if os.path.isdir(root) else os.path.basename(path)
 
     def _read_shard(self, shard, part, parts, cursor):
         raise NotImplementedError
