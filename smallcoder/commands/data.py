@@ -4,14 +4,14 @@ import click
 
 
 def recipe_data(path, demo):
-    """`(data, sequence_length, tokenizer, streams)` of the recipe at `path` (the middle two may be None).
+    """`(data, sequence_length, tokenizer, streams)` of the recipe at `path`.
 
     A recipe that `extends` another goes through `smallcoder.recipes.load_recipe`
     (merging, demo blocks); a standalone YAML is read as is: its `data:`,
     `training.sequence_length` (or `model.sequence_length`),
     `model.tokenizer` and `training.data_streams` (auto: from
     `training.global_batch`; 1 without one), with its top-level `demo:` block
-    applied under --demo. `streams` is what training would use.
+    applied under --demo. `streams` is what training would use; the middle two may be None.
     Bad YAML and bad keys raise `RecipeError` (one line: file, key, what to do).
     """
     from smallcoder.recipes import RecipeError, load_recipe, read_recipe_file
@@ -42,7 +42,8 @@ def _streams(first):
     streams = first("training.data_streams")
     if isinstance(streams, int) and streams > 0:
         return streams
-    batch, steps = first("training.global_batch"), first("training.gradient_accumulation_steps") or 1
+    batch = first("training.global_batch")
+    steps = first("training.gradient_accumulation_steps") or 1
     if isinstance(batch, int) and isinstance(steps, int) and batch > 0 and steps > 0:
         return auto_streams(max(batch // steps, 1))
     return 1
@@ -105,14 +106,16 @@ def command():
 @click.option("--seed", default=0, show_default=True)
 @click.option("--tokenizer", "tokenizer_path", default=None, help="A tokenizer.json (default: the recipe's model.tokenizer; the demo tokenizer with --demo).")
 @click.option("--streams", type=int, default=None,
-              help="Data streams making up each batch (default: what training uses for the recipe).")
+              help="Data streams making up each batch (default: what training uses).")
 @click.option("--stream", default=0, show_default=True,
-              help="The stream to show (with P processes, process p feeds streams p*S/P .. (p+1)*S/P - 1).")
-@click.option("--documents", default=3, show_default=True, help="First documents shown per source.")
-@click.option("--json", "as_json", is_flag=True, help="Print the reading order as one JSON object, then token "
-              "ids, segment ids and loss masks, one JSON object per batch.")
-def inspect(recipe, demo, batches, batch_size, sequence_length, split, seed, tokenizer_path, streams,
-            stream, documents, as_json):
+              help="The stream to show (process p of P feeds streams p*S/P .. (p+1)*S/P - 1).")
+@click.option("--documents", default=3, show_default=True,
+              help="First documents shown per source.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the reading order as one JSON object, then token ids, segment ids and "
+              "loss masks, one JSON object per batch.")
+def inspect(recipe, demo, batches, batch_size, sequence_length, split, seed, tokenizer_path,
+            streams, stream, documents, as_json):
     """Show what the model will see for RECIPE (a recipe name, as in `recipe list`, or a YAML path).
 
     First the reading order of one data stream (`--stream` of `--streams`):
@@ -137,8 +140,8 @@ def inspect(recipe, demo, batches, batch_size, sequence_length, split, seed, tok
         streams = streams or recipe_streams
         sequence_length = sequence_length or recipe_length or 256
         tokenizer = load_tokenizer(path, tokenizer_path or (None if demo else recipe_tokenizer), demo)
-        order = reading_order(data, seed=seed, demo=demo, split=split, stream=stream, streams=streams,
-                              documents=documents)
+        order = reading_order(data, seed=seed, demo=demo, split=split, stream=stream,
+                              streams=streams, documents=documents)
         pipeline = build_pipeline(data, tokenizer, sequence_length=sequence_length,
                                   batch_size=batch_size, seed=seed, demo=demo, split=split,
                                   shard_index=stream, shard_count=streams)

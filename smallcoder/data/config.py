@@ -163,7 +163,8 @@ def validate_data_config(data_config: dict, where: str) -> None:
         _fail(where, "data.overlong", f"must be one of {list(OVERLONG)}, got {data_config['overlong']!r}.")
     buffer = data_config.get("shuffle_buffer", DEFAULT_SHUFFLE_BUFFER)
     if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 0:
-        _fail(where, "data.shuffle_buffer", f"must be a whole number >= 0 (0 = stored order), got {buffer!r}.")
+        _fail(where, "data.shuffle_buffer",
+              f"must be a whole number >= 0 (0 = stored order), got {buffer!r}.")
     if "sources" in data_config:
         _validate_sources(data_config["sources"], where, "data.sources", data_format)
     if "demo" in data_config:

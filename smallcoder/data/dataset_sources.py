@@ -1,4 +1,4 @@
-"""Readers backed by dataset libraries: Hugging Face `datasets` (`type: hf`) and tfds (`type: tfds`).
+"""Readers backed by dataset libraries: Hugging Face `datasets` (`type: hf`) and tfds.
 
 Both are `ShardedReader`s (`smallcoder.data.sources`): the shard order,
 stream assignment and shuffle buffer are the same as for local files.
@@ -17,8 +17,20 @@ from smallcoder.data.sources import (
     record_columns,
 )
 
-PACKAGED_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "webdataset", "imagefolder",
-                     "audiofolder", "videofolder", "pandas", "sql", "xml"}
+PACKAGED_BUILDERS = {
+    "json",
+    "csv",
+    "parquet",
+    "text",
+    "arrow",
+    "webdataset",
+    "imagefolder",
+    "audiofolder",
+    "videofolder",
+    "pandas",
+    "sql",
+    "xml",
+}
 
 
 class HFReader(ShardedReader):
@@ -36,8 +48,12 @@ class HFReader(ShardedReader):
     def __init__(self, spec, **kw):
         super().__init__(spec, **kw)
         self._check_reachable()
-        builder = self._call("load_dataset_builder", lambda d: d.load_dataset_builder(
-            spec["path"], spec.get("config"), **self._data_files()))
+        builder = self._call(
+            "load_dataset_builder",
+            lambda d: d.load_dataset_builder(
+                spec["path"], spec.get("config"), **self._data_files()
+            ),
+        )
         from datasets.packaged_modules.parquet.parquet import Parquet
 
         split = spec.get("split", "train")
@@ -45,13 +61,23 @@ class HFReader(ShardedReader):
         if isinstance(builder, Parquet) and builder.config.data_files:
             if split not in builder.config.data_files:
                 raise SourceError(
-                    f"Source {spec['name']!r}: dataset {spec['path']!r} has no split {split!r} (it has "
-                    f"{sorted(builder.config.data_files)}); set `split`.")
+                    f"Source {spec['name']!r}: dataset {spec['path']!r} has no split {split!r} "
+                    f"(it has "
+                    f"{sorted(builder.config.data_files)}); set `split`."
+                )
             self.files = list(builder.config.data_files[split])
             self.shards, self.columns = self.files, record_columns(spec)
         else:
-            self.dataset = self._call("load_dataset", lambda d: d.load_dataset(
-                spec["path"], spec.get("config"), split=split, streaming=True, **self._data_files()))
+            self.dataset = self._call(
+                "load_dataset",
+                lambda d: d.load_dataset(
+                    spec["path"],
+                    spec.get("config"),
+                    split=split,
+                    streaming=True,
+                    **self._data_files(),
+                ),
+            )
             self.shards = list(range(self.dataset.num_shards))
 
     def _data_files(self):
@@ -65,7 +91,8 @@ class HFReader(ShardedReader):
             raise SourceError(
                 f"Source {self.spec['name']!r}: cannot reach the Hugging Face hub for dataset "
                 f"{path!r} ({reason}). Run with --demo, or point the source at "
-                "a local copy (type: jsonl/parquet, or type: hf with path: json|parquet and data_files)."
+                "a local copy (type: jsonl/parquet, or type: hf with path: json|parquet and "
+                "data_files)."
             )
 
     def _call(self, what, fn):
@@ -76,7 +103,8 @@ class HFReader(ShardedReader):
             return fn(datasets)
         except Exception as e:  # datasets raises many types; all mean "cannot open"
             raise SourceError(
-                f"Source {spec['name']!r}: datasets.{what}({spec['path']!r}, {spec.get('config')!r}, "
+                f"Source {spec['name']!r}: datasets.{what}({spec['path']!r}, "
+                f"{spec.get('config')!r}, "
                 f"split={spec.get('split', 'train')!r}) failed: {type(e).__name__}: {e}. Check "
                 "path/config/split, run with --demo, or use a local copy."
             ) from e
@@ -91,8 +119,14 @@ class HFReader(ShardedReader):
         if self.files is not None:
             import fsspec
 
-            return parquet_rows(self.files[shard], self.columns, part, parts, cursor,
-                                opener=lambda url, mode: fsspec.open(url, mode).open())
+            return parquet_rows(
+                self.files[shard],
+                self.columns,
+                part,
+                parts,
+                cursor,
+                opener=lambda url, mode: fsspec.open(url, mode).open(),
+            )
         return self._read_streamed(shard, part, parts, cursor)
 
     def _read_streamed(self, shard, part, parts, cursor):

@@ -104,9 +104,14 @@ class Interleave:
 
     def state(self):
         """`{"next", "turn", "open": [[slot, cursor], ...]}`, JSON-serialisable."""
-        return {"next": self.next_slot, "turn": self.turn,
-                "open": [[slot, list(cursor) if isinstance(cursor, tuple) else cursor]
-                         for slot, _, cursor in self.open]}
+        return {
+            "next": self.next_slot,
+            "turn": self.turn,
+            "open": [
+                [slot, list(cursor) if isinstance(cursor, tuple) else cursor]
+                for slot, _, cursor in self.open
+            ],
+        }
 
 
 class EpochOrder:
@@ -133,8 +138,10 @@ class EpochOrder:
             self._fill()
             self.index = position["index"]
             if self.index > len(self.block):
-                raise ValueError(f"position {position['index']} is past the end of block "
-                                 f"{self.block_number} ({len(self.block)} records)")
+                raise ValueError(
+                    f"position {position['index']} is past the end of block "
+                    f"{self.block_number} ({len(self.block)} records)"
+                )
 
     def _fill(self):
         """Read the current block (`block_number`) from the interleave."""

@@ -126,7 +126,8 @@ class Pipeline:
     def load_state_dict(self, state):
         """Restore a `state_dict()`; the next batch is the one that followed it."""
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"Data pipeline state version {state.get('version')!r} is not {STATE_VERSION}.")
+            raise ValueError(f"Data pipeline state version {state.get('version')!r} is not "
+                             f"{STATE_VERSION}: another smallcoder version wrote it.")
         ours = self._signature()
         for key, value in state["signature"].items():
             if ours.get(key) != value:

@@ -39,8 +39,9 @@ def _slot(reader, shard, part, parts):
     return slot
 
 
-def reading_order(data_config, *, seed=0, demo=False, split="train", stream=0, streams=1,
-                  documents=3):
+def reading_order(
+    data_config, *, seed=0, demo=False, split="train", stream=0, streams=1, documents=3
+):
     """What stream `stream` of `streams` reads first, per source, as a JSON-serialisable dict.
 
     Returns:
@@ -57,15 +58,29 @@ def reading_order(data_config, *, seed=0, demo=False, split="train", stream=0, s
         raise ValueError(f"stream {stream} is not in [0, {streams}) (--stream, --streams).")
     buffer = data_config.get("shuffle_buffer", DEFAULT_SHUFFLE_BUFFER)
     data_format = data_config.get("format", "text")
-    result = {"stream": stream, "streams": streams, "seed": seed, "shuffle_buffer": buffer,
-              "sources": {}}
+    result = {
+        "stream": stream,
+        "streams": streams,
+        "seed": seed,
+        "shuffle_buffer": buffer,
+        "sources": {},
+    }
     for spec in resolve_sources(data_config, demo, split):
-        reader = make_reader(spec, split=split, seed=seed, shard_index=stream, shard_count=streams,
-                             repeat=split == "train", shuffle_buffer=buffer)
+        reader = make_reader(
+            spec,
+            split=split,
+            seed=seed,
+            shard_index=stream,
+            shard_count=streams,
+            repeat=split == "train",
+            shuffle_buffer=buffer,
+        )
         entry = {"type": spec["type"]}
         if isinstance(reader, DemoReader):
             items = reader.items(0)
-            entry.update(items=len(reader.keys), order=[_demo_key(key) for key in items[:INTERLEAVE]])
+            entry.update(
+                items=len(reader.keys), order=[_demo_key(key) for key in items[:INTERLEAVE]]
+            )
         else:
             plan = reader.plan(0)
             read_at_once = min(INTERLEAVE if buffer else 1, len(plan))
@@ -76,10 +91,19 @@ def reading_order(data_config, *, seed=0, demo=False, split="train", stream=0, s
                 read_at_once=read_at_once,
                 order=[_slot(reader, *slot) for slot in plan],
                 first_by_stream=[
-                    [reader.shard_name(shard) for shard, _, _ in shard_plan(
-                        len(reader.shards), key=reader.key, epoch=0, stream=s, streams=streams,
-                        shuffle=buffer > 0)[:read_at_once]]
-                    for s in range(streams)],
+                    [
+                        reader.shard_name(shard)
+                        for shard, _, _ in shard_plan(
+                            len(reader.shards),
+                            key=reader.key,
+                            epoch=0,
+                            stream=s,
+                            streams=streams,
+                            shuffle=buffer > 0,
+                        )[:read_at_once]
+                    ]
+                    for s in range(streams)
+                ],
             )
         entry["first_documents"] = []
         while len(entry["first_documents"]) < documents:
@@ -88,8 +112,14 @@ def reading_order(data_config, *, seed=0, demo=False, split="train", stream=0, s
                 break
             for r in record if isinstance(record, Several) else [record]:
                 shard = reader.last_shard
-                shard = _demo_key(shard) if isinstance(reader, DemoReader) else reader.shard_name(shard)
-                entry["first_documents"].append({"shard": shard, "text": _preview(r, spec, data_format)})
+                shard = (
+                    _demo_key(shard)
+                    if isinstance(reader, DemoReader)
+                    else reader.shard_name(shard)
+                )
+                entry["first_documents"].append(
+                    {"shard": shard, "text": _preview(r, spec, data_format)}
+                )
         del entry["first_documents"][documents:]
         result["sources"][spec["name"]] = entry
     return result
@@ -99,28 +129,46 @@ def format_reading_order(order, shards_shown=6):
     """`reading_order(...)` as text lines."""
     s, n = order["stream"], order["streams"]
     buffer = order["shuffle_buffer"]
-    lines = [f"stream {s} of {n}, seed {order['seed']}, "
-             + (f"shuffle_buffer {buffer:,}" if buffer else "shuffle_buffer 0 (stored order)")]
+    lines = [
+        f"stream {s} of {n}, seed {order['seed']}, "
+        + (f"shuffle_buffer {buffer:,}" if buffer else "shuffle_buffer 0 (stored order)")
+    ]
     for name, entry in order["sources"].items():
         if "items" in entry:
-            lines.append(f"{name} ({entry['type']}): {entry['items']:,} demo items, reshuffled by seed "
-                         f"each epoch; this stream reads every {n}th")
+            lines.append(
+                f"{name} ({entry['type']}): {entry['items']:,} demo items, reshuffled by seed "
+                f"each epoch; this stream reads every {n}th"
+            )
             lines.append("  first items: " + ", ".join(entry["order"][:shards_shown]))
         else:
             left = entry["split_inside"]
             if not entry["whole"]:
-                reads = (f"fewer than the {n} streams, so stream {s} reads every {n}th record "
-                         "(or row group) of each")
+                reads = (
+                    f"fewer than the {n} streams, so stream {s} reads every {n}th record "
+                    "(or row group) of each"
+                )
             else:
                 reads = f"stream {s} reads {entry['whole']:,} of them" + (
-                    f", and every {n}th record (or row group) of the {left} left over" if left else "")
-            how = (f"{entry['read_at_once']} at a time interleaved, blocks of {buffer:,} records "
-                   "shuffled" if buffer else "one at a time, in stored order")
+                    f", and every {n}th record (or row group) of the {left} left over"
+                    if left
+                    else ""
+                )
+            how = (
+                f"{entry['read_at_once']} at a time interleaved, blocks of {buffer:,} records "
+                "shuffled"
+                if buffer
+                else "one at a time, in stored order"
+            )
             lines.append(f"{name} ({entry['type']}): {entry['shards']:,} shard(s); {reads}; {how}")
-            shown = [slot["shard"] + (f" (part {slot['part'] + 1}/{slot['parts']})" if "parts" in slot
-                                      else "") for slot in entry["order"][:shards_shown]]
+            shown = [
+                slot["shard"]
+                + (f" (part {slot['part'] + 1}/{slot['parts']})" if "parts" in slot else "")
+                for slot in entry["order"][:shards_shown]
+            ]
             more = len(entry["order"]) - len(shown)
-            lines.append("  first shards: " + ", ".join(shown) + (f", … {more} more" if more > 0 else ""))
+            lines.append(
+                "  first shards: " + ", ".join(shown) + (f", … {more} more" if more > 0 else "")
+            )
             if n > 1:
                 firsts = sorted({f for by_stream in entry["first_by_stream"] for f in by_stream})
                 lines.append(f"  all {n} streams together start on {len(firsts)} shard(s)")

@@ -74,7 +74,7 @@ def _files(spec, suffixes):
 
 
 def record_columns(spec):
-    """The columns a record needs: `field`, `messages` or `prompt` + `response` (default text, messages)."""
+    """The columns a record needs: `field`, `messages` or `prompt` + `response` (else both)."""
     named = [spec[k] for k in ("field", "messages", "prompt", "response") if k in spec]
     return named or ["text", "messages"]
 
@@ -102,8 +102,14 @@ class ShardedReader:
 
     def plan(self, epoch):
         """`[(shard, part, parts), ...]` this stream reads in `epoch` (see `order.shard_plan`)."""
-        return shard_plan(len(self.shards), key=self.key, epoch=epoch, stream=self.shard_index,
-                          streams=self.shard_count, shuffle=self.shuffle_buffer > 0)
+        return shard_plan(
+            len(self.shards),
+            key=self.key,
+            epoch=epoch,
+            stream=self.shard_index,
+            streams=self.shard_count,
+            shuffle=self.shuffle_buffer > 0,
+        )
 
     def shard_name(self, shard):
         """A short name of a shard: a file's path under the source's folder, or its file name."""
@@ -119,26 +125,38 @@ class ShardedReader:
     def seek(self, position):
         if position and position.get("shards", len(self.shards)) != len(self.shards):
             raise SourceError(
-                f"Source {self.spec['name']!r} had {position['shards']} shards when this position was "
-                f"saved and has {len(self.shards)} now, so its order differs; restore the files it had, "
-                "or start a new run."
+                f"Source {self.spec['name']!r} had {position['shards']} shards when this position "
+                f"was saved and has {len(self.shards)} now, so its order differs; restore the "
+                "files it had, or start a new run."
             )
         self.epoch = position["epoch"] if position else 0
         at = position if position and "block" in position else None
-        self._order = EpochOrder(self.plan(self.epoch), self._read_shard,
-                                 shuffle_buffer=self.shuffle_buffer,
-                                 block_key=f"{self.key}/{self.shard_index}/{self.epoch}", position=at)
+        self._order = EpochOrder(
+            self.plan(self.epoch),
+            self._read_shard,
+            shuffle_buffer=self.shuffle_buffer,
+            block_key=f"{self.key}/{self.shard_index}/{self.epoch}",
+            position=at,
+        )
         self._records = 0 if at is None or (at["block"] == 0 and at["index"] == 0) else 1
 
     def tell(self):
         if self._order is None:
-            return {"epoch": self.epoch, "shards": len(self.shards), "block": 0, "start": None, "index": 0}
+            return {
+                "epoch": self.epoch,
+                "shards": len(self.shards),
+                "block": 0,
+                "start": None,
+                "index": 0,
+            }
         return {"epoch": self.epoch, "shards": len(self.shards), **self._order.tell()}
 
     def _empty_message(self):
-        return (f"Source {self.spec['name']!r} has no records for data stream {self.shard_index} of "
-                f"{self.shard_count} ({len(self.shards)} shard(s): empty files, or fewer records than "
-                "training.data_streams?).")
+        return (
+            f"Source {self.spec['name']!r} has no records for data stream {self.shard_index} of "
+            f"{self.shard_count} ({len(self.shards)} shard(s): empty files, or fewer records than "
+            "training.data_streams?)."
+        )
 
     def next_record(self):
         if self._order is None:
@@ -212,13 +230,17 @@ def parquet_rows(path, columns, part, parts, cursor, opener=open):
         by_row = parts > 1 and not by_group
         for k in range(position, len(groups)):
             g, start, r = groups[k], row if k == position else 0, 0
-            for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[g], columns=wanted):
+            for batch in pf.iter_batches(
+                batch_size=PARQUET_BATCH_ROWS, row_groups=[g], columns=wanted
+            ):
                 n, lo = batch.num_rows, max(start - r, 0)
                 if lo < n:
                     keep = range(lo, n)
                     if by_row:
                         keep = [i for i in keep if (first_rows[g] + r + i) % parts == part]
-                        rows = batch.take(pa.array(keep, type=pa.int64())).to_pylist() if keep else []
+                        rows = (
+                            batch.take(pa.array(keep, type=pa.int64())).to_pylist() if keep else []
+                        )
                     else:
                         rows = batch.slice(lo).to_pylist()
                     for i, record in zip(keep, rows):
@@ -239,7 +261,7 @@ class ParquetReader(ShardedReader):
 
 
 class FileReader(ShardedReader):
-    """One record per file: `text` (`.txt`/`.md`/...) or `pyfiles` (`.py`), as bytes; a shard is a file."""
+    """One record per file (a shard): `text` (`.txt`/`.md`/...) or `pyfiles` (`.py`), as bytes."""
 
     SUFFIXES = {"text": (".txt", ".md", ".rst", ".text"), "pyfiles": (".py",)}
 
@@ -281,11 +303,11 @@ class DemoReader:
         """This stream's demo item keys in `epoch`, in order."""
         keys = list(self.keys)
         random.Random(f"{self.seed}/{self.spec['name']}/{epoch}").shuffle(keys)
-        return keys[self.shard_index::self.shard_count]
+        return keys[self.shard_index :: self.shard_count]
 
     def seek(self, position):
         self.epoch, self.index = position if position else (0, 0)
-        self._it = iter(self.items(self.epoch)[self.index:])
+        self._it = iter(self.items(self.epoch)[self.index :])
 
     def tell(self):
         return [self.epoch, self.index]
@@ -298,8 +320,10 @@ class DemoReader:
             if not self.repeat:
                 return END
             if self.index == 0:
-                raise SourceError(f"Source {self.spec['name']!r} has no records for data stream "
-                                  f"{self.shard_index} of {self.shard_count}.")
+                raise SourceError(
+                    f"Source {self.spec['name']!r} has no records for data stream "
+                    f"{self.shard_index} of {self.shard_count}."
+                )
             self.seek([self.epoch + 1, 0])
             return self.next_record()
         self.index += 1
@@ -315,9 +339,21 @@ def make_reader(spec, *, split, seed, shard_index, shard_count, repeat, shuffle_
     """
     from smallcoder.data.dataset_sources import HFReader, TFDSReader
 
-    readers = {"jsonl": JsonlReader, "parquet": ParquetReader, "text": FileReader,
-               "pyfiles": FileReader, "demo": DemoReader, "hf": HFReader, "tfds": TFDSReader}
+    readers = {
+        "jsonl": JsonlReader,
+        "parquet": ParquetReader,
+        "text": FileReader,
+        "pyfiles": FileReader,
+        "demo": DemoReader,
+        "hf": HFReader,
+        "tfds": TFDSReader,
+    }
     return readers[spec["type"]](
-        spec, split=split, seed=seed, shard_index=shard_index, shard_count=shard_count,
-        repeat=repeat, shuffle_buffer=shuffle_buffer,
+        spec,
+        split=split,
+        seed=seed,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        repeat=repeat,
+        shuffle_buffer=shuffle_buffer,
     )

@@ -34,8 +34,11 @@ def shards(tmp_path_factory):
     for k in range(SHARDS):
         records = [{"text": text(k, i), "shard": k} for i in range(PER_SHARD)]
         write_jsonl(root / "jsonl" / f"part-{k:03d}.jsonl", records)
-        pq.write_table(pa.Table.from_pylist(records), root / "parquet" / f"part-{k:03d}.parquet",
-                       row_group_size=8)  # 8 row groups: left-over shards split by row group
+        pq.write_table(
+            pa.Table.from_pylist(records),
+            root / "parquet" / f"part-{k:03d}.parquet",
+            row_group_size=8,
+        )  # 8 row groups: left-over shards split by row group
     return {kind: str(root / kind) for kind in ("jsonl", "parquet")}
 
 
@@ -55,8 +58,15 @@ def shard_of(doc):
 
 def one_epoch(spec, stream, streams, shuffle_buffer=100, seed=0):
     """`[(shard, text), ...]`: every record stream `stream` of `streams` reads in epoch 0."""
-    reader = make_reader(spec, split="train", seed=seed, shard_index=stream, shard_count=streams,
-                         repeat=False, shuffle_buffer=shuffle_buffer)
+    reader = make_reader(
+        spec,
+        split="train",
+        seed=seed,
+        shard_index=stream,
+        shard_count=streams,
+        repeat=False,
+        shuffle_buffer=shuffle_buffer,
+    )
     records = []
     while (record := reader.next_record()) is not END:
         records.append((shard_of(record["text"]), record["text"]))
@@ -68,7 +78,9 @@ def test_the_first_documents_come_from_many_shards(shards, tokenizer, buffer):
     config = {"sources": [source(shards["jsonl"])]}
     if buffer is not None:
         config["shuffle_buffer"] = buffer
-    docs = documents(tokenizer, build_pipeline(config, tokenizer, sequence_length=64, batch_size=2), 1000)
+    docs = documents(
+        tokenizer, build_pipeline(config, tokenizer, sequence_length=64, batch_size=2), 1000
+    )
     counts = collections.Counter(map(shard_of, docs))
     if buffer == 0:  # the stored order, for contrast
         assert sorted(counts) == list(range(7))
@@ -81,8 +93,11 @@ def test_same_seed_same_order_another_seed_another_order(shards, tokenizer):
     config = {"shuffle_buffer": 300, "sources": [source(shards["jsonl"])]}
 
     def first(seed):
-        return documents(tokenizer, build_pipeline(config, tokenizer, sequence_length=64, batch_size=2,
-                                                   seed=seed), 1000)
+        return documents(
+            tokenizer,
+            build_pipeline(config, tokenizer, sequence_length=64, batch_size=2, seed=seed),
+            1000,
+        )
 
     once = first(1)
     assert first(1) == once
@@ -98,8 +113,9 @@ def test_streams_read_disjoint_records_that_cover_the_source(shards, kind, strea
     spec = source(shards[kind], kind)
     per_stream = [one_epoch(spec, s, streams) for s in range(streams)]
     everything = [record for records in per_stream for record in records]
-    assert sorted(t for _, t in everything) == sorted(text(k, i) for k in range(SHARDS)
-                                                      for i in range(PER_SHARD))
+    assert sorted(t for _, t in everything) == sorted(
+        text(k, i) for k in range(SHARDS) for i in range(PER_SHARD)
+    )
     assert all(per_stream)
     if streams == 2:
         first, second = ({k for k, _ in records} for records in per_stream)
@@ -109,20 +125,25 @@ def test_streams_read_disjoint_records_that_cover_the_source(shards, kind, strea
 
 def test_shuffle_buffer_0_is_the_stored_order(shards, tokenizer):
     config = {"shuffle_buffer": 0, "sources": [source(shards["jsonl"])]}
-    docs = documents(tokenizer, build_pipeline(config, tokenizer, sequence_length=64, batch_size=2),
-                     SHARDS * PER_SHARD)
+    docs = documents(
+        tokenizer,
+        build_pipeline(config, tokenizer, sequence_length=64, batch_size=2),
+        SHARDS * PER_SHARD,
+    )
     assert docs == [text(k, i) for k in range(SHARDS) for i in range(PER_SHARD)]
     # One file over 2 streams: every other record, as before shuffling existed.
     path = sorted(glob.glob(shards["jsonl"] + "/*.jsonl"))[0]
     for s in range(2):
-        assert [t for _, t in one_epoch(source(path), s, 2, shuffle_buffer=0)] == \
-            [text(0, i) for i in range(s, PER_SHARD, 2)]
+        assert [t for _, t in one_epoch(source(path), s, 2, shuffle_buffer=0)] == [
+            text(0, i) for i in range(s, PER_SHARD, 2)
+        ]
 
 
 def test_the_order_changes_every_epoch(shards):
     spec = source(shards["jsonl"])
-    reader = make_reader(spec, split="train", seed=0, shard_index=0, shard_count=1, repeat=True,
-                         shuffle_buffer=100)
+    reader = make_reader(
+        spec, split="train", seed=0, shard_index=0, shard_count=1, repeat=True, shuffle_buffer=100
+    )
     epochs = [[reader.next_record()["text"] for _ in range(SHARDS * PER_SHARD)] for _ in range(2)]
     assert sorted(epochs[0]) == sorted(epochs[1]) and epochs[0] != epochs[1]
     assert reader.plan(0) != reader.plan(1)
@@ -135,8 +156,9 @@ def small_chunks(monkeypatch):
 
 
 def stream_batches(config, tokenizer, rows=None, seed=3):
-    return StreamBatches(config, tokenizer, sequence_length=64, micro_batch=4, num_streams=2, rows=rows,
-                         seed=seed)
+    return StreamBatches(
+        config, tokenizer, sequence_length=64, micro_batch=4, num_streams=2, rows=rows, seed=seed
+    )
 
 
 @pytest.fixture(scope="module")
@@ -148,19 +170,28 @@ def small_shards(tmp_path_factory):
     for k in range(12):
         write_jsonl(root / "jsonl" / f"{k:02d}.jsonl", [{"text": text(k, i)} for i in range(20)])
     for k in range(11):
-        pq.write_table(pa.Table.from_pylist([{"text": text(100 + k, i)} for i in range(20)]),
-                       root / "parquet" / f"{k:02d}.parquet", row_group_size=4)
+        pq.write_table(
+            pa.Table.from_pylist([{"text": text(100 + k, i)} for i in range(20)]),
+            root / "parquet" / f"{k:02d}.parquet",
+            row_group_size=4,
+        )
     return {kind: str(root / kind) for kind in ("jsonl", "parquet")}
 
 
 def mixed_config(shards, buffer=37):
-    return {"shuffle_buffer": buffer, "sources": [source(shards["jsonl"], weight=0.6),
-                                                  source(shards["parquet"], "parquet", "pq", 0.4)]}
+    return {
+        "shuffle_buffer": buffer,
+        "sources": [
+            source(shards["jsonl"], weight=0.6),
+            source(shards["parquet"], "parquet", "pq", 0.4),
+        ],
+    }
 
 
 @pytest.mark.parametrize("buffer", [37, 0])
-def test_resume_with_shuffling_is_exact_and_independent_of_processes(small_shards, tokenizer, buffer,
-                                                                     small_chunks):
+def test_resume_with_shuffling_is_exact_and_independent_of_processes(
+    small_shards, tokenizer, buffer, small_chunks
+):
     """Two 'processes' (rows 0-1 and 2-3) save their streams; one process resumes both.
 
     Positions are saved inside blocks, inside shards and in later epochs.
@@ -172,7 +203,9 @@ def test_resume_with_shuffling_is_exact_and_independent_of_processes(small_shard
         for _ in range(n):
             x, y, w = next(single)
             halves = [next(p) for p in processes]
-            assert (x["token_ids"] == [*halves[0][0]["token_ids"], *halves[1][0]["token_ids"]]).all()
+            assert (
+                x["token_ids"] == [*halves[0][0]["token_ids"], *halves[1][0]["token_ids"]]
+            ).all()
         state = json.loads(json.dumps(merge_states([p.state_dict() for p in processes])))
         expected = batches(single, 40)
         for p in processes:
@@ -212,7 +245,8 @@ def test_hf_parquet_reads_by_row_group_and_resumes(shards, small_shards, tokeniz
     spec = {"name": "hf", "weight": 1.0, "type": "hf", "path": "parquet", "data_files": files}
     per_stream = [one_epoch(spec, s, 3) for s in range(3)]
     assert sorted(t for records in per_stream for _, t in records) == sorted(
-        text(k, i) for k in range(SHARDS) for i in range(PER_SHARD))
+        text(k, i) for k in range(SHARDS) for i in range(PER_SHARD)
+    )
     spec["data_files"] = sorted(glob.glob(small_shards["parquet"] + "/*.parquet"))
     config = {"shuffle_buffer": 50, "sources": [spec]}
 
@@ -228,3 +262,25 @@ def test_hf_parquet_reads_by_row_group_and_resumes(shards, small_shards, tokeniz
         resumed.load_state_dict(state)
         assert_batches_equal(batches(resumed, 20), expected)
     assert reference.streams[0].reader.epoch >= 1
+
+
+def test_gzipped_jsonl_shards_resume(tmp_path, tokenizer, small_chunks):
+    """A .jsonl.gz cursor is a byte offset in the decompressed stream."""
+    import gzip
+
+    for k in range(5):
+        with gzip.open(tmp_path / f"{k}.jsonl.gz", "wt") as f:
+            f.writelines(json.dumps({"text": text(k, i)}) + "\n" for i in range(30))
+    config = {"shuffle_buffer": 7, "sources": [source(str(tmp_path / "*.jsonl.gz"))]}
+
+    def make():
+        return build_pipeline(config, tokenizer, sequence_length=32, batch_size=2, seed=1)
+
+    reference = make()
+    batches(reference, 9)
+    state = json.loads(json.dumps(reference.state_dict()))
+    assert state["sources"][0]["chunk_start"]["start"]["open"][0][1][0] > 0  # mid-file
+    expected = batches(reference, 30)
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert_batches_equal(batches(resumed, 30), expected)

@@ -45,7 +45,8 @@ def _kill_after_first_checkpoint(output, recipe, extra=()):
     from smallcoder.training.checkpoint import latest
 
     victim = _start(output, recipe=recipe, extra=extra)
-    first = output / "checkpoints" / f"step_{EVERY:08d}"  # Orbax renames it into place when complete
+    # Orbax renames a checkpoint into place when it is complete.
+    first = output / "checkpoints" / f"step_{EVERY:08d}"
     deadline = time.time() + 120
     while not first.exists():
         assert victim.poll() is None, victim.stdout.read()
@@ -116,9 +117,10 @@ def test_sigkill_then_resume_with_shuffled_local_shards(tmp_path):
         with open(tmp_path / "web" / f"{k:02d}.jsonl", "w") as f:
             f.writelines(json.dumps({"text": t}) + "\n" for t in texts[k])
     for k in range(20, 30):
-        pq.write_table(pa.Table.from_pydict({"text": texts[k]}), tmp_path / "notes" / f"{k}.parquet",
-                       row_group_size=8)
-    train_tokenizer([t for shard in texts.values() for t in shard], 500).save(str(tmp_path / "tok"))
+        pq.write_table(pa.Table.from_pydict({"text": texts[k]}),
+                       tmp_path / "notes" / f"{k}.parquet", row_group_size=8)
+    all_texts = [t for shard in texts.values() for t in shard]
+    train_tokenizer(all_texts, 500).save(str(tmp_path / "tok"))
     recipe = tmp_path / "shuffled.yaml"
     recipe.write_text(SHUFFLED_RECIPE.format(tokenizer=tmp_path / "tok", web=tmp_path / "web",
                                              notes=tmp_path / "notes"))
