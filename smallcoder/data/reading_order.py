@@ -57,72 +57,55 @@ def reading_order(
     if not 0 <= stream < streams:
         raise ValueError(f"stream {stream} is not in [0, {streams}) (--stream, --streams).")
     buffer = data_config.get("shuffle_buffer", DEFAULT_SHUFFLE_BUFFER)
-    data_format = data_config.get("format", "text")
-    result = {
-        "stream": stream,
-        "streams": streams,
-        "seed": seed,
-        "shuffle_buffer": buffer,
-        "sources": {},
-    }
+    result = {"stream": stream, "streams": streams, "seed": seed, "shuffle_buffer": buffer}
+    result["sources"] = {}
     for spec in resolve_sources(data_config, demo, split):
-        reader = make_reader(
-            spec,
-            split=split,
-            seed=seed,
-            shard_index=stream,
-            shard_count=streams,
-            repeat=split == "train",
-            shuffle_buffer=buffer,
-        )
-        entry = {"type": spec["type"]}
+        reader = make_reader(spec, split=split, seed=seed, shard_index=stream,
+                             shard_count=streams, repeat=split == "train", shuffle_buffer=buffer)
         if isinstance(reader, DemoReader):
-            items = reader.items(0)
-            entry.update(
-                items=len(reader.keys), order=[_demo_key(key) for key in items[:INTERLEAVE]]
-            )
+            items = reader.items(0)[:INTERLEAVE]
+            entry = {"items": len(reader.keys), "order": [_demo_key(key) for key in items]}
         else:
-            plan = reader.plan(0)
-            read_at_once = min(INTERLEAVE if buffer else 1, len(plan))
-            entry.update(
-                shards=len(reader.shards),
-                whole=sum(parts == 1 for _, _, parts in plan),
-                split_inside=sum(parts > 1 for _, _, parts in plan),
-                read_at_once=read_at_once,
-                order=[_slot(reader, *slot) for slot in plan],
-                first_by_stream=[
-                    [
-                        reader.shard_name(shard)
-                        for shard, _, _ in shard_plan(
-                            len(reader.shards),
-                            key=reader.key,
-                            epoch=0,
-                            stream=s,
-                            streams=streams,
-                            shuffle=buffer > 0,
-                        )[:read_at_once]
-                    ]
-                    for s in range(streams)
-                ],
-            )
-        entry["first_documents"] = []
-        while len(entry["first_documents"]) < documents:
-            record = reader.next_record()
-            if record is END:
-                break
-            for r in record if isinstance(record, Several) else [record]:
-                shard = reader.last_shard
-                shard = (
-                    _demo_key(shard)
-                    if isinstance(reader, DemoReader)
-                    else reader.shard_name(shard)
-                )
-                entry["first_documents"].append(
-                    {"shard": shard, "text": _preview(r, spec, data_format)}
-                )
-        del entry["first_documents"][documents:]
+            entry = _shard_order(reader, streams, buffer)
+        fmt = data_config.get("format", "text")
+        entry = {"type": spec["type"], **entry,
+                 "first_documents": _first_documents(reader, spec, fmt, documents)}
         result["sources"][spec["name"]] = entry
     return result
+
+
+def _shard_order(reader, streams, buffer):
+    """The epoch-0 shard order of a `ShardedReader`'s stream, and what every stream opens first."""
+    plan = reader.plan(0)
+    read_at_once = min(INTERLEAVE if buffer else 1, len(plan))
+
+    def first_shards(stream):
+        plan = shard_plan(len(reader.shards), key=reader.key, epoch=0, stream=stream,
+                          streams=streams, shuffle=buffer > 0)
+        return [reader.shard_name(shard) for shard, _, _ in plan[:read_at_once]]
+
+    return {
+        "shards": len(reader.shards),
+        "whole": sum(parts == 1 for _, _, parts in plan),
+        "split_inside": sum(parts > 1 for _, _, parts in plan),
+        "read_at_once": read_at_once,
+        "order": [_slot(reader, *slot) for slot in plan],
+        "first_by_stream": [first_shards(s) for s in range(streams)],
+    }
+
+
+def _first_documents(reader, spec, data_format, documents, max_records=1000):
+    """`[{"shard", "text"}, ...]`: previews of the first `documents` records the reader gives."""
+    found = []
+    for _ in range(max_records):  # demo items may hold no record; do not read forever
+        record = reader.next_record()
+        if record is END or len(found) >= documents:
+            break
+        shard = reader.last_shard
+        shard = _demo_key(shard) if isinstance(reader, DemoReader) else reader.shard_name(shard)
+        for r in record if isinstance(record, Several) else [record]:
+            found.append({"shard": shard, "text": _preview(r, spec, data_format)})
+    return found[:documents]
 
 
 def format_reading_order(order, shards_shown=6):
