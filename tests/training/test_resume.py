@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 STEPS, EVERY = 20, 5
 OVERRIDES = [
     "model.preset=smallcoder_test",
@@ -98,6 +100,7 @@ eval: {{tasks: []}}
 """
 
 
+@pytest.mark.slow  # the data order does not depend on the backend: run once, in the JAX session
 def test_sigkill_then_resume_with_shuffled_local_shards(tmp_path):
     """Shuffled reading (shard order, 16 shards interleaved, blocks of 23) resumes exactly too.
 
