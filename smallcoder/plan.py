@@ -22,7 +22,9 @@ Host memory per process (H hosts, the devices split evenly among them):
 
 - data: each of the host's `data_streams / H` streams keeps, per source, the
   chunk being consumed and one read ahead, each up to 2 MiB of text and its
-  int32 tokens (`smallcoder.data.documents.CHUNK_CHARS`);
+  int32 tokens (`smallcoder.data.documents.CHUNK_CHARS`), and the shuffle
+  buffer's raw records plus the rows decoded from its 16 open shards
+  (`smallcoder.data.order`), taken as 4 KiB each (a web page's size);
 - checkpoint: an asynchronous save first copies the host's shards of the
   weights and AdamW state into host memory (its devices' share);
 - export (process 0 only): the gathered float32 weights and the local model
@@ -41,13 +43,18 @@ HEADROOM = 0.9  # fraction of device memory a plan may use (XLA scratch, fragmen
 
 def host_memory(recipe, config, state_per_device, devices, hosts):
     """`{"data", "checkpoint", "export"}`: bytes of host memory per process (see the module doc)."""
+    from smallcoder.data.config import DEFAULT_SHUFFLE_BUFFER
     from smallcoder.data.documents import CHUNK_CHARS
+    from smallcoder.data.order import INTERLEAVE
+    from smallcoder.data.sources import PARQUET_BATCH_ROWS
 
     sources = len(recipe["data"].get("sources") or [None])
     streams_per_host = -(-recipe.data_streams // hosts)
     chunk = CHUNK_CHARS * (1 + 4)  # the text, then at most one int32 token per character
+    buffered = (recipe["data"].get("shuffle_buffer", DEFAULT_SHUFFLE_BUFFER)
+                + INTERLEAVE * PARQUET_BATCH_ROWS)  # records held, 4 KiB each
     return {
-        "data": streams_per_host * sources * 2 * chunk,
+        "data": streams_per_host * sources * (2 * chunk + buffered * 4096),
         "checkpoint": state_per_device * devices // hosts,
         "export": 2 * 4 * parameter_count(config),
     }

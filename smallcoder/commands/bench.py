@@ -39,10 +39,45 @@ def data(megabytes, sequence_length, batch_size, repeats, tokenizer_path, as_jso
     click.echo(f"raw tokenizers encode_batch      : {result['raw_tokens_per_s']:>12,} tokens/s")
     if "raw_fast_tokens_per_s" in result:
         click.echo(f"raw tokenizers encode_batch_fast : {result['raw_fast_tokens_per_s']:>12,} tokens/s")
-    click.echo(f"data pipeline (jsonl -> packed)  : {result['pipeline_tokens_per_s']:>12,} tokens/s")
+    click.echo(f"data pipeline (jsonl -> packed)  : {result['pipeline_tokens_per_s']:>12,} "
+               f"tokens/s ({result['shards']} shards, shuffle_buffer "
+               f"{result['shuffle_buffer']:,})")
+    click.echo(f"  the same in stored order       : {result['stored_order_tokens_per_s']:>12,} "
+               f"tokens/s (shuffle_buffer 0; {result['ratio_stored_order']:.1%} of raw "
+               "encode_batch)")
     click.echo(f"ratio: {result['ratio']:.1%} of raw encode_batch (target >= 80%); "
                f"by CPU time {result['cpu_ratio']:.1%}"
                + (f"; {result['ratio_vs_fast']:.1%} of encode_batch_fast" if "ratio_vs_fast" in result else ""))
+
+
+@command.command("data-resume")
+@click.option("--format", "file_type", type=click.Choice(["jsonl", "parquet"]), default="jsonl",
+              show_default=True)
+@click.option("--shards", default=64, show_default=True)
+@click.option("--documents-per-shard", default=2000, show_default=True)
+@click.option("--shuffle-buffer", default=None, type=int,
+              help="Default: data.shuffle_buffer's default.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def data_resume(file_type, shards, documents_per_shard, shuffle_buffer, as_json):
+    """Seconds to restore a data position and make the next batch, at depths of an epoch."""
+    import json
+
+    from smallcoder.data.bench import bench_resume
+    from smallcoder.data.config import DEFAULT_SHUFFLE_BUFFER
+
+    buffer = DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer
+    result = bench_resume(file_type=file_type, shards=shards,
+                          documents_per_shard=documents_per_shard, shuffle_buffer=buffer)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{result['documents']:,} documents, {result['megabytes']} MB in "
+               f"{result['shards']} {file_type} shards; shuffle_buffer {buffer:,}; "
+               f"{result['tokens_per_byte']} tokens/byte")
+    click.echo("depth    consumed (est. tokens)   restore + next batch   reading up to it")
+    for row in result["depths"]:
+        click.echo(f"{row['depth']:>5.0%}    {row['tokens']:>22,}   {row['restore_s']:>18.3f} s"
+                   f"   {row['forward_s']:>14.2f} s")
 
 
 def _config(preset, num_layers):

@@ -6,6 +6,7 @@ Schema (every key but `sources` optional)::
       format: text            # text | chat
       document_masking: true  # attention and RoPE positions stay inside a document
       overlong: truncate      # chat only: truncate | drop examples longer than the window
+      shuffle_buffer: 10000   # records per shuffled block, per source and stream; 0 = stored order
       sources:                # token shares; weights sum to 1
         - name: fineweb-edu   # unique; the key of token_counts()
           weight: 1.0
@@ -33,7 +34,9 @@ OVERLONG = ("truncate", "drop")
 SOURCE_TYPES = ("hf", "tfds", "jsonl", "parquet", "text", "pyfiles", "demo")
 DEMO_KINDS = ("prose", "code", "math", "sft")
 
-TOP_KEYS = {"format", "document_masking", "overlong", "sources", "demo"}
+DEFAULT_SHUFFLE_BUFFER = 10_000  # ~40 MB of raw web documents per source and stream
+
+TOP_KEYS = {"format", "document_masking", "overlong", "shuffle_buffer", "sources", "demo"}
 SOURCE_KEYS = {
     "name": str,
     "weight": (int, float),
@@ -158,6 +161,10 @@ def validate_data_config(data_config: dict, where: str) -> None:
         _fail(where, "data.document_masking", "must be true or false.")
     if data_config.get("overlong", "truncate") not in OVERLONG:
         _fail(where, "data.overlong", f"must be one of {list(OVERLONG)}, got {data_config['overlong']!r}.")
+    buffer = data_config.get("shuffle_buffer", DEFAULT_SHUFFLE_BUFFER)
+    if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 0:
+        _fail(where, "data.shuffle_buffer",
+              f"must be a whole number >= 0 (0 = stored order), got {buffer!r}.")
     if "sources" in data_config:
         _validate_sources(data_config["sources"], where, "data.sources", data_format)
     if "demo" in data_config:

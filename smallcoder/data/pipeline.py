@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import copy
 
-from smallcoder.data.config import resolve_sources, validate_data_config
+from smallcoder.data.config import (
+    DEFAULT_SHUFFLE_BUFFER,
+    resolve_sources,
+    validate_data_config,
+)
 from smallcoder.data.documents import DocumentStream
 from smallcoder.data.mixture import Mixture
 from smallcoder.data.packing import TextPacker
 from smallcoder.data.sft import ChatPacker
 from smallcoder.data.sources import make_reader
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: shard-order positions (smallcoder.data.order)
 
 
 class Pipeline:
@@ -46,12 +50,14 @@ class Pipeline:
         self.document_masking = data_config.get("document_masking", True)
         self.sequence_length, self.batch_size, self.seed = sequence_length, batch_size, seed
         self.split, self.demo = split, demo
+        self.shuffle_buffer = data_config.get("shuffle_buffer", DEFAULT_SHUFFLE_BUFFER)
         self.specs = resolve_sources(data_config, demo, split)
         self.names = [s["name"] for s in self.specs]
         self.streams = []
         for spec in self.specs:
             reader = make_reader(spec, split=split, seed=seed, shard_index=shard_index,
-                                 shard_count=shard_count, repeat=split == "train")
+                                 shard_count=shard_count, repeat=split == "train",
+                                 shuffle_buffer=self.shuffle_buffer)
             self.streams.append(DocumentStream(spec, reader, tokenizer, self.format))
         self.mixture = Mixture(self.streams, [s["weight"] for s in self.specs])
         pad_id = tokenizer.eos_token_id
@@ -103,7 +109,8 @@ class Pipeline:
     def _signature(self):
         return {"names": self.names, "format": self.format, "split": self.split,
                 "sequence_length": self.sequence_length, "batch_size": self.batch_size,
-                "document_masking": self.document_masking, "seed": self.seed}
+                "document_masking": self.document_masking, "seed": self.seed,
+                "shuffle_buffer": self.shuffle_buffer}
 
     def state_dict(self):
         """A JSON-serialisable snapshot; `load_state_dict` on a fresh pipeline resumes exactly here."""
@@ -119,7 +126,8 @@ class Pipeline:
     def load_state_dict(self, state):
         """Restore a `state_dict()`; the next batch is the one that followed it."""
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"Data pipeline state version {state.get('version')!r} is not {STATE_VERSION}.")
+            raise ValueError(f"Data pipeline state version {state.get('version')!r} is not "
+                             f"{STATE_VERSION}: another smallcoder version wrote it.")
         ours = self._signature()
         for key, value in state["signature"].items():
             if ours.get(key) != value:
@@ -144,7 +152,8 @@ def build_pipeline(data_config: dict, tokenizer, *, sequence_length: int, batch_
         tokenizer: a `SmallCoderTokenizer` (e.g. `demo_tokenizer()` for --demo).
         sequence_length: T; windows hold T + 1 tokens.
         batch_size: B, rows per batch.
-        seed: drives the demo corpora's shuffles.
+        seed: drives the shard order and shuffle buffer of every source
+            (`smallcoder.data.order`) and the demo corpora's shuffles.
         demo: read `data.demo` (offline stdlib corpora) instead of `data.sources`.
         split: "train" (repeats forever) or "validation" (one pass; demo
             corpora hold out 5%, other sources use their `validation:` overrides).

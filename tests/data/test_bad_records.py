@@ -16,7 +16,8 @@ def test_bad_jsonl_records_skipped_and_counted(tmp_path, tokenizer):
         {"text": 17},
         {"text": "good two"},
     ])
-    config = {"sources": [{"name": "mixed", "weight": 1.0, "type": "jsonl", "path": path,
+    config = {"shuffle_buffer": 0,
+              "sources": [{"name": "mixed", "weight": 1.0, "type": "jsonl", "path": path,
                            "validation": {"path": path}}]}
     pipeline = build_pipeline(config, tokenizer, sequence_length=8, batch_size=1, split="validation")
     tokens = np.concatenate([x["token_ids"][0][x["padding_mask"][0] > 0] for x, _, _ in pipeline])

@@ -41,7 +41,8 @@ def test_inspect_json(recipes_dir, demo_tokenizer):
     result = CliRunner().invoke(main, ["data", "inspect", "sft", "--demo", "--json", "--batches", "2",
                                        "--batch-size", "3"])
     assert result.exit_code == 0, result.output
-    lines = [json.loads(line) for line in result.output.splitlines()]
+    order, *lines = [json.loads(line) for line in result.output.splitlines()]
+    assert order["order"]["sources"]["stdlib-sft"]["first_documents"]
     assert [b["batch"] for b in lines] == [0, 1]
     for b in lines:
         for key in ("token_ids", "segment_ids", "targets", "loss_mask"):
@@ -77,7 +78,8 @@ def test_inspect_repository_recipe_demo(name, monkeypatch, demo_tokenizer):
     monkeypatch.setenv("SMALLCODER_RECIPES", REPO_RECIPES)
     result = CliRunner().invoke(main, ["data", "inspect", name, "--demo", "--json"])
     assert result.exit_code == 0, result.output
-    batch = json.loads(result.output)
+    order, batch = map(json.loads, result.output.splitlines())
+    assert order["order"]["streams"] == 8  # the demo's micro-batch of 8: auto gives 8 streams
     assert len(batch["token_ids"][0]) == 256  # the recipe's demo sequence length
 
 

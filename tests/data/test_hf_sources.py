@@ -25,8 +25,9 @@ def json_files(tmp_path, n_files=2, n=30):
 def test_streaming_json_reads_every_record(tmp_path, tokenizer):
     files = json_files(tmp_path)
     source = hf_source(files, validation={"data_files": files})
-    pipeline = build_pipeline({"sources": [source]}, tokenizer, sequence_length=64, batch_size=2,
-                              split="validation")
+    pipeline = build_pipeline({"shuffle_buffer": 0, "sources": [source]}, tokenizer,
+                              sequence_length=64,
+                              batch_size=2, split="validation")
     *_, last = pipeline
     assert pipeline.stats()["sources"]["hf"] == {"records": 60, "documents": 60, "bad": {}}
     x, _, _ = last
@@ -39,8 +40,8 @@ def test_streaming_parquet_messages(tmp_path, tokenizer):
     path = str(tmp_path / "chat.parquet")
     pq.write_table(pa.Table.from_pylist(rows), path)
     source = hf_source([path], builder="parquet", messages="conversation")
-    x, y, w = next(build_pipeline({"format": "chat", "sources": [source]}, tokenizer,
-                                  sequence_length=64, batch_size=1))
+    config = {"format": "chat", "shuffle_buffer": 0, "sources": [source]}
+    x, y, w = next(build_pipeline(config, tokenizer, sequence_length=64, batch_size=1))
     assert tokenizer.decode(y[0][w[0] == 1]).startswith(" a0<|endoftext|> a1<|endoftext|>")
 
 

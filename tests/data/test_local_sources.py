@@ -11,7 +11,8 @@ from smallcoder.data import build_pipeline
 
 def read_all(tokenizer, source):
     source = {"name": "s", "weight": 1.0, **source, "validation": {"path": source["path"]}}
-    pipeline = build_pipeline({"sources": [source]}, tokenizer, sequence_length=512, batch_size=1,
+    pipeline = build_pipeline({"shuffle_buffer": 0, "sources": [source]}, tokenizer,
+                              sequence_length=512, batch_size=1,
                               split="validation")
     rows = [x["token_ids"][0][x["padding_mask"][0] > 0] for x, _, _ in pipeline]
     assert len(rows) == 1  # everything fits one window here

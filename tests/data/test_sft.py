@@ -24,7 +24,7 @@ def test_batched_chat_encoding_matches_encode_chat(tokenizer):
 
 def sft_pipeline(tmp_path, tokenizer, records, T=64, B=2, **data):
     path = write_jsonl(tmp_path / "chat.jsonl", records)
-    config = {"format": "chat", **data,
+    config = {"format": "chat", "shuffle_buffer": 0, **data,
               "sources": [{"name": "chat", "weight": 1.0, "type": "jsonl", "path": path}]}
     return build_pipeline(config, tokenizer, sequence_length=T, batch_size=B, split="train")
 

@@ -173,21 +173,27 @@ def test_a_lost_process_ends_the_job(tmp_path):
 
 
 def test_bench_train_runs_as_a_two_process_job():
+    """Two processes x 2 devices: the same first loss as this process on a 4x1 mesh of its own."""
+    import keras
+
+    from smallcoder.bench.train import keras_train_step
+    from smallcoder.distribution import make_distribution
+    from smallcoder.models.presets import preset_config
+
+    config = preset_config("smallcoder_test")
+    mesh = make_distribution(config, "fsdp", "4x1", keras.distribution.list_devices()[:4])
+    step, _ = keras_train_step(config, 8, 64, distribution=mesh)
+    one_process_first_loss = step()
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "jax",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    job = ["--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2"]
     bench = [sys.executable, "-m", "smallcoder.cli", "bench", "train", "--preset", "smallcoder_test",
              "--batch", "8", "--seq", "64", "--steps", "2", "--layout", "fsdp", "--mesh", "4x1", "--json"]
-
-    def run(processes, devices):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "jax",
-               "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-        job = ["--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", str(processes)]
-        started = [subprocess.Popen(bench + (job + ["--process-id", str(rank)] if processes > 1 else []),
-                                    cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
-                                    stderr=subprocess.DEVNULL) for rank in range(processes)]
-        outputs = _finish(started, timeout=240)
-        return [json.loads(line) for line in outputs[0].splitlines() if line.startswith("{")][0], outputs
-
-    one, _ = run(1, 4)
-    two, outputs = run(2, 2)
+    started = [subprocess.Popen(bench + job + ["--process-id", str(rank)], cwd=REPO, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for rank in range(2)]
+    outputs = _finish(started, timeout=240)
+    two = [json.loads(line) for line in outputs[0].splitlines() if line.startswith("{")][0]
     assert two["processes"] == 2 and two["mesh"] == "4x1"
     assert "{" not in outputs[1]  # process 0 alone reports
-    assert abs(two["ours"]["first_loss"] - one["ours"]["first_loss"]) <= 1e-5
+    assert abs(two["ours"]["first_loss"] - one_process_first_loss) <= 1e-5
