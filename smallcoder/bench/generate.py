@@ -204,7 +204,8 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
     }
     result = {
         "backend": keras.config.backend(), "machine": report.machine(), "config": config,
-        "dtype": quantize or "float32", "decoding": causal_lm.decoding, "repeats": repeats,
+        "dtype": quantize or "float32", "decoding": causal_lm.decoding, "decoding_note": causal_lm.decoding_note,
+        "repeats": repeats,
         "new_tokens": new_tokens, "prompt_length": prompt_length,
         "weight_bytes_per_token": weight_bytes["ours"],
         "memory_bandwidth": bandwidth, "matmul_peak": matmul,

@@ -149,6 +149,7 @@ def format_generate(r):
     lines = [
         f"generate {r.get('preset', '')} {r['dtype']} greedy, decoding={r['decoding']}, backend={r['backend']}, "
         f"{m.get('cpu_model', m.get('device', ''))} x {m['cpu_count']} cores (load {m.get('load_average', ('?',))[0]:.1f})",
+        r.get("decoding_note", f"decoding: {r['decoding']}"),
         f"measured: memory bandwidth {bw['bytes_per_s'] / 1e9:.1f} GB/s ({bw['megabytes']} MiB {bw['memory']} copy), "
         f"{mm['dtype']} matmul peak {mm['flops_per_s'] / 1e9:.0f} GFLOP/s ({mm['framework']} {mm['size']}^2); "
         "best of before/after the runs",

@@ -58,6 +58,7 @@ def _run(name, model_path, samples, **kwargs):
             causal_lm = SmallCoderCausalLM.from_preset(model_path)
         except (ValueError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from e
+        click.echo(causal_lm.decoding_note, err=True)
     try:
         summary = run_eval(
             causal_lm, name, samples=samples, model_name=model_path, **kwargs

@@ -148,7 +148,13 @@ class SmallCoderCausalLM(CausalLM):
         (`native`, `xla`) or `use_decoding` choose; asking for `"native"` where
         it cannot run is an error.
         """
-        return self._resolve_decoding(getattr(self, "_decoding_choice", None))
+        return self._resolve_decoding(getattr(self, "_decoding_choice", None))[0]
+
+    @property
+    def decoding_note(self):
+        """`decoding` and why, in one line (the CLI prints it: a fallback to XLA is not an error)."""
+        decoding, why = self._resolve_decoding(getattr(self, "_decoding_choice", None))
+        return f"decoding: {decoding} ({why})"
 
     def use_decoding(self, choice):
         """Decode with `"native"`, `"xla"` or `"auto"` from now on (recompiles `generate`)."""
@@ -157,6 +163,7 @@ class SmallCoderCausalLM(CausalLM):
         self.generate_function = None
 
     def _resolve_decoding(self, choice):
+        """`(decoding, why)` for a choice (None: `$SMALLCODER_DECODING` or "auto")."""
         import os
 
         from smallcoder.models import decode_kernels, native_decoding
@@ -168,14 +175,15 @@ class SmallCoderCausalLM(CausalLM):
         if choice not in ("auto", "native", "xla"):
             raise ValueError(f"{where}={choice!r}: expected one of auto, native, xla.")
         if choice == "xla":
-            return "xla"
-        runs = decode_kernels.available() and native_decoding.supports(self.backbone)
-        if choice == "native" and not runs:
-            raise ValueError(
-                f"{where}='native' cannot run here: it needs the JAX backend on an x86-64 CPU with AVX2 "
-                "and FMA, the compiled extension smallcoder._decode_kernels (reinstall with a C++ "
-                "compiler), and float32 or weight-only int8 layers. Use 'xla' or 'auto'.")
-        return "native" if runs else "xla"
+            return "xla", f"chosen by {where}"
+        why = decode_kernels.unavailable_reason()
+        if why is None and not native_decoding.supports(self.backbone):
+            why = "the native kernels run float32 or weight-only int8 layers with float32 compute only"
+        if why is not None and choice == "native":
+            raise ValueError(f"{where}='native' cannot run here: {why}. Use 'xla' or 'auto'.")
+        if why is None:
+            return "native", "XLA:CPU custom calls, smallcoder._decode_kernels"
+        return "xla", f"native kernels unavailable: {why}"
 
     def call_with_cache(self, token_ids, cache, cache_update_index, start_index=None):
         """Logits (B, T, V), hidden states (B, T, D) and the updated cache (see `SmallCoderBackbone`)."""

@@ -63,17 +63,28 @@ def _registered():
     return True
 
 
-def available():
-    """Whether the kernels run here: the JAX backend on a CPU, x86-64 with AVX2 and FMA, the extension built."""
+def unavailable_reason():
+    """Why the kernels do not run here, in one line; None where they do (`available()`)."""
     import keras
 
     if keras.config.backend() != "jax":
-        return False
+        return f"the Keras backend is {keras.config.backend()}; the native kernels are JAX-only"
     import jax
 
-    if jax.devices()[0].platform != "cpu":
-        return False
-    return _registered()
+    platform = jax.devices()[0].platform
+    if platform != "cpu":
+        return f"JAX runs on {platform}; the native kernels are for x86-64 CPUs"
+    if _extension_path() is None:
+        return ("the extension smallcoder._decode_kernels was not built at install (no C++17 compiler?); "
+                "reinstall smallcoder with g++ or clang++ on the PATH to get it")
+    if not _registered():
+        return "this CPU lacks AVX2 or FMA (or is not x86-64)"
+    return None
+
+
+def available():
+    """Whether the kernels run here: the JAX backend on a CPU, x86-64 with AVX2 and FMA, the extension built."""
+    return unavailable_reason() is None
 
 
 def pack(kernel, scale=None):

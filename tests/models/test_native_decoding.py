@@ -102,5 +102,20 @@ def test_native_decoding_is_refused_where_it_cannot_run():
         model.use_decoding("fast")
     model.quantize("int8")  # Keras' default int8: activations quantized per token, which the kernels do not do
     assert model.decoding == "xla"
+    assert model.decoding_note.startswith("decoding: xla (native kernels unavailable: ")
     with pytest.raises(ValueError, match="decoding='native' cannot run here"):
         model.use_decoding("native")
+
+
+def test_without_the_built_extension_generate_falls_back_to_xla_and_says_why(lm, monkeypatch):
+    from smallcoder.models import decode_kernels
+
+    if keras.config.backend() != "jax":
+        pytest.skip("elsewhere the backend, not the extension, rules the kernels out (test above)")
+    prompts = [[5, 6, 7], [9]]
+    expected = _generate_both_ways(lm, prompts, max_new_tokens=6, stop_token_ids=None)["xla"]
+    monkeypatch.setattr(decode_kernels, "_extension_path", lambda: None)  # as after an install with no compiler
+    lm.generate_function = None
+    assert not decode_kernels.available() and lm.decoding == "xla"
+    assert "smallcoder._decode_kernels was not built at install" in lm.decoding_note
+    assert lm.generate(prompts, max_new_tokens=6, stop_token_ids=None) == expected
