@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from smallcoder.cli import main
@@ -65,8 +66,8 @@ def test_bench_generate_reports_rates_rooflines_and_matches_hf():
             assert figures["decode_tokens_per_s"] is None or figures["decode_tokens_per_s"] > 0
             roofline = r["roofline"][label][side]
             assert roofline["generate_s"] == roofline["prefill_s"] + roofline["decode_s"] > 0
-            assert figures["roofline_fraction"]["generate"] == roofline["generate_s"] / (
-                batch * 4 / figures["tokens_per_s"])
+            assert figures["roofline_fraction"]["generate"] == pytest.approx(
+                roofline["generate_s"] / (batch * 4 / figures["tokens_per_s"]), rel=1e-9)
     assert "eval" not in r["roofline"]
     assert r["batch_speedup"] > 0 and r["ratio_batch_1"] > 0
     # Same weights (converted with save_hf), float32, greedy: same tokens.
