@@ -72,9 +72,9 @@ def test_run_base_without_a_tokenizer_says_demo_runs_offline(elsewhere):
 
 
 def test_run_with_an_unreachable_dataset(elsewhere, demo_tokenizer, monkeypatch):
-    from smallcoder.data import sources
+    from smallcoder import hub_access
 
-    monkeypatch.setattr(sources, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub_access, "reachable", lambda timeout=3.0: False)
     demo_tokenizer.save(str(elsewhere / "tok"))
     result = CliRunner().invoke(main, ["recipe", "run", "base", "--output", "other/base",
                                        "--set", "model.preset=smallcoder_test", "--set", "model.tokenizer=tok"])

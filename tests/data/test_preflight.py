@@ -30,7 +30,7 @@ def test_a_missing_local_file_names_the_source(tmp_path):
 
 
 def test_an_unreachable_hub_dataset_names_it(monkeypatch):
-    monkeypatch.setattr(sources_module, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(sources_module.hub_access, "reachable", lambda timeout=3.0: False)
     with pytest.raises(SourceError, match=r"Source 'web': cannot reach the Hugging Face hub for dataset "
                                           r"'HuggingFaceFW/fineweb-edu'.*--demo"):
         check_sources_open(config({"name": "web", "type": "hf", "path": "HuggingFaceFW/fineweb-edu"}))
