@@ -22,6 +22,7 @@ import os
 import random
 
 from smallcoder import hub_access
+from smallcoder.data import holdout
 
 END = object()  # a non-repeating reader has no more records
 
@@ -89,6 +90,8 @@ class Reader:
 
     def _open(self, epoch, index):
         items = self._items(epoch)
+        if self.spec.get("holdout"):  # data.validation_fraction: before sharding, by content
+            items = holdout.select(items, self.spec["holdout"], validation=self.split == "validation")
         if self.shard_count > 1:
             items = itertools.islice(items, self.shard_index, None, self.shard_count)
         return map(self._load, itertools.islice(items, index, None))
