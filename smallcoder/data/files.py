@@ -97,9 +97,9 @@ def sources_from_files(paths, data_format, columns=None, prefix=""):
     sources, names = [], set()
     sizes = []
     for path in paths:
+        kind = file_type(path)
         if not os.path.isfile(path):
             raise ValueError(f"--data {path}: no such file.")
-        kind = file_type(path)
         base = os.path.basename(path)
         name = prefix + next(base[: -len(s)] for s in SUFFIXES if base.endswith(s))
         unique, n = name, 1
