@@ -26,6 +26,7 @@ RECIPE = [
     "training.global_batch=8",
     f"training.tokens={STEPS * 8 * 48}",
     f"checkpoint.every_steps={EVERY}",
+    f"eval.every_steps={EVERY}",  # validation: a collective over streams that end at different batches
     "logging.tensorboard=false",
     "export.hf=false",
     "sample.max_new_tokens=0",
@@ -77,6 +78,12 @@ def _losses(output):
     return {r["step"]: r["loss"] for r in records}
 
 
+def _validation(output):
+    """`{step: val_loss}` of a run."""
+    with open(os.path.join(output, "metrics.jsonl")) as f:
+        return {r["step"]: r["val_loss"] for r in map(json.loads, f) if "val_loss" in r}
+
+
 def _assert_close(got, want, tolerance, steps):
     assert sorted(got) == list(range(1, STEPS + 1)) == sorted(want)
     worst = max(abs(got[s] - want[s]) for s in steps)
@@ -97,6 +104,10 @@ def runs(tmp_path_factory):
 def test_two_processes_train_like_one_process_with_one_writer(runs):
     _assert_close(runs["two"], runs["one"], 1e-5, range(1, STEPS + 1))
     two = runs["two_dir"]
+    # Validation: the same batches and the same loss on 2 processes as on one.
+    got, want = _validation(two), _validation(runs["one_dir"])
+    assert sorted(got) == sorted(want) == list(range(EVERY, STEPS + 1, EVERY))
+    assert all(abs(got[s] - want[s]) <= 1e-5 for s in got), (got, want)
     assert {"recipe.yaml", "metrics.jsonl", "summary.json", "model", "checkpoints"} <= set(os.listdir(two))
     summary = json.load(open(two / "summary.json"))
     assert summary["processes"] == 2 and summary["steps"] == STEPS
@@ -113,11 +124,17 @@ def test_two_processes_train_like_one_process_with_one_writer(runs):
     assert "topology" not in process_1 and "== sft" not in process_1  # process 1 is quiet
 
 
-def test_two_processes_on_a_2x2_fsdp_tensor_mesh(tmp_path):
+@pytest.mark.parametrize("lora", [False, True])
+def test_two_processes_on_a_2x2_fsdp_tensor_mesh(tmp_path, lora):
     one, two = tmp_path / "one", tmp_path / "two"
-    _finish(_start(one, 1, 4, "fsdp_tensor", "2x2"))
-    _finish(_start(two, 2, 2, "fsdp_tensor", "2x2"))
+    extra = ("model.lora.rank=4", "model.lora.targets=[query, value, feedforward_output]") if lora else ()
+    _finish(_start(one, 1, 4, "fsdp_tensor", "2x2", extra=extra))
+    _finish(_start(two, 2, 2, "fsdp_tensor", "2x2", extra=extra))
     _assert_close(_losses(two), _losses(one), 1e-5, range(1, STEPS + 1))
+    if lora:  # the adapters gathered from both processes, merged into the exported model
+        summary = json.load(open(two / "summary.json"))
+        assert summary["lora"]["rank"] == 4 and os.path.isfile(two / "adapters.lora.h5")
+        assert os.path.isfile(two / "model" / "model.weights.h5")
 
 
 def test_sigkill_both_then_resume_on_two_one_and_four_devices(runs, tmp_path):
@@ -147,6 +164,7 @@ def test_sigkill_both_then_resume_on_two_one_and_four_devices(runs, tmp_path):
     assert f"resume: step {step} of {STEPS}" in outputs[0]
     assert "starting from scratch" not in outputs[0] and "fresh smallcoder_test" not in outputs[0]
     _assert_close(_losses(killed), runs["two"], 1e-6, range(step + 1, STEPS + 1))
+    assert all(abs(_validation(killed)[s] - v) <= 1e-6 for s, v in _validation(runs["two_dir"]).items() if s > step)
     assert json.load(open(killed / "summary.json"))["resumed_from"] == step
 
     _finish(_start(on_four_devices, 1, 4, "fsdp", "4x1", resume=True))
