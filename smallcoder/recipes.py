@@ -445,7 +445,8 @@ class Recipe:
             "data_streams": self.data_streams,
             "warmup_steps": self.warmup_steps,
             "decay_steps": self.decay_steps,
-            "stable_steps": self.steps - self.warmup_steps - (self.decay_steps if self["schedule.type"] == "wsd" else 0),
+            "stable_steps": self.steps - self.warmup_steps
+            - (self.decay_steps if self["schedule.type"] == "wsd" else 0),
         }
 
     def ordered_config(self):

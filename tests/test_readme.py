@@ -46,3 +46,11 @@ def test_the_readme_fine_tune_example_runs_as_written(tmp_path):
     assert (run / "model" / "model.weights.h5").is_file() and (run / "hf" / "config.json").is_file()
     assert "initialised from runs/demo/sft/model" in result.stdout
     assert result.stdout.rstrip().splitlines()[-1]  # the generation
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    text = (ROOT / "README.md").read_text()
+    (command,) = re.findall(r"## Tests\n\n```bash\n(.*?)\n```", text, re.S)
+    ci_lines = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+                if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    assert ci_lines == [command]

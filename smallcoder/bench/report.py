@@ -98,7 +98,8 @@ def format_train(r):
     c = r["config"]
     lines = [
         f"train {r.get('preset', '')} ({c['num_layers']} layers) batch {r['batch']}x{r['seq']} {r['dtype']} "
-        f"remat={r['remat']} microbatches={r.get('microbatches', 1)} backend={r['backend']} on {r['machine']['cpu_count']} cores "
+        f"remat={r['remat']} microbatches={r.get('microbatches', 1)} backend={r['backend']} "
+        f"on {r['machine']['cpu_count']} cores "
         f"(load {r['machine'].get('load_average', ('?',))[0]:.1f})",
         f"model FLOPs/step {r['flops_per_step'] / 1e9:,.1f} G; matmul peak "
         f"({r['matmul_peak']['framework']} {r['matmul_peak']['dtype']} {r['matmul_peak']['size']}^2, measured) "

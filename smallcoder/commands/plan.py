@@ -18,9 +18,8 @@ DEVICE_CHOICES = ["tpu-v4", "tpu-v5e", "tpu-v5p", "h100", "h200", "cpu"]
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key.")
 def command(name, mesh, device, layout, mfu, hosts, demo, overrides):
     """Steps, tokens, per-device memory (with/without remat), fit, and wall time of recipe NAME."""
-    import re
-
     import os
+    import re
 
     from smallcoder.models.presets import PRESETS
     from smallcoder.plan import format_plan, plan

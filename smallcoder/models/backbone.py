@@ -200,7 +200,9 @@ class SmallCoderBackbone(Backbone):
         new_cache = []
         decode_kernels = decode_kernels or (None,) * len(self.transformer_layers)
         for block, layer_cache, kernel in zip(self.transformer_layers, cache, decode_kernels):
-            x, layer_cache = block.call_with_cache(x, positions, attention_mask, layer_cache, cache_update_index, kernel)
+            x, layer_cache = block.call_with_cache(
+                x, positions, attention_mask, layer_cache, cache_update_index, kernel
+            )
             new_cache.append(layer_cache)
         return self.final_norm(x), tuple(new_cache)
 

@@ -175,7 +175,9 @@ class ProgressBar(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.total_steps, initial=self.start_step, unit="step", dynamic_ncols=True, mininterval=0.5)
+        self.bar = tqdm(
+            total=self.total_steps, initial=self.start_step, unit="step", dynamic_ncols=True, mininterval=0.5
+        )
 
     def on_train_batch_end(self, batch, logs=None):
         self.bar.update(1)
