@@ -1,7 +1,8 @@
 """Test and lint sessions.
 
-`nox -s tests` runs the suite once per Keras backend (jax, tensorflow, torch);
-`nox -s "tests(backend='jax')"` runs one. The three runs share one virtual
+`nox -s lint tests` (the README's test command, and CI) runs ruff, then the
+suite once per Keras backend (jax, tensorflow, torch); `nox -s "tests(backend='jax')"`
+runs one. The three runs share one virtual
 environment (`.nox/test-env`), installed once and reused while `pyproject.toml`
 is unchanged: the dependencies are the same, only `KERAS_BACKEND` differs
 (the native decoding kernels are compiled again when their C++ sources change).
@@ -14,7 +15,8 @@ import sys
 
 import nox
 
-nox.options.sessions = ["tests"]
+nox.options.sessions = ["lint", "tests"]
+RUFF = "ruff==0.17.6"  # pinned: a new ruff release can add rules, and CI should not change by itself
 ROOT = pathlib.Path(__file__).parent
 BACKENDS = ["jax", "tensorflow", "torch"]
 
@@ -61,6 +63,6 @@ def tests(session, backend):
 
 @nox.session
 def lint(session):
-    """ruff over the package, tests and recipes code."""
-    session.install("ruff")
+    """ruff over the package and the tests (rules and the 120-character limit: pyproject.toml)."""
+    session.install(RUFF)
     session.run("ruff", "check", "smallcoder", "tests", "noxfile.py")

@@ -21,6 +21,11 @@ Kernel shapes (D hidden, N query heads, K kv heads, H head dim, F MLP, V vocab):
     feedforward_output/kernel           (F, D)
     *norm/scale                         (D,)      replicated
 
+LoRA adapters (`smallcoder.training.lora`) of a kernel of shape S are
+`lora_kernel_a` S[:-1] + (r,) and `lora_kernel_b` (r, S[-1]): each keeps the
+split of the kernel axes it shares with it, and the rank axis r is replicated
+(e.g. `query` a (D, N, r) as the kernel's (D, N), b (r, H) replicated).
+
 An axis is only split when the mesh axis divides it (e.g. K = 2 kv heads on a
 4-way `model` axis stay replicated), so every layout is valid for every preset.
 
@@ -93,16 +98,23 @@ def weight_specs(config, layout, mesh_shape):
     d = on("batch", D, fsdp)
     v, f = on("model", V, tensor), on("model", F, tensor)
     n, k = on("model", N, tensor), on("model", K, tensor)
-    return {
+    kernels = {
+        r".*/attention/query/": (d, n, None),
+        r".*/attention/(key|value)/": (d, k, None),
+        r".*/attention/attention_output/": (n, None, d),
+        r".*/feedforward_(gate|intermediate)/": (d, f),
+        r".*/feedforward_output/": (f, d),
+    }
+    specs = {
         r"token_embedding/embeddings": (v, d),
         r"token_embedding/reverse_embeddings": (d, v),
-        r".*/attention/query/kernel": (d, n, None),
-        r".*/attention/(key|value)/kernel": (d, k, None),
-        r".*/attention/attention_output/kernel": (n, None, d),
-        r".*/feedforward_(gate|intermediate)/kernel": (d, f),
-        r".*/feedforward_output/kernel": (f, d),
-        r".*norm/scale": (None,),
     }
+    for prefix, spec in kernels.items():
+        specs[prefix + "kernel"] = spec
+        specs[prefix + "lora_kernel_a"] = spec[:-1] + (None,)  # kernel axes but the last, then r
+        specs[prefix + "lora_kernel_b"] = (None, spec[-1])  # r, then the kernel's last axis
+    specs[r".*norm/scale"] = (None,)
+    return specs
 
 
 def layout_map(config, layout, mesh):

@@ -7,6 +7,10 @@ data shard, h hidden, a heads, L layers, F MLP, V vocab, t model-axis size):
   gradient accumulation), all float32 (`mixed_bfloat16` keeps float32
   variables) and divided by how many devices shard them in the layout:
   `data` 1, `fsdp` DATA, `tensor` MODEL, `fsdp_tensor` DATA x MODEL;
+- with LoRA (`model.lora`, A adapter parameters): parameters 4P + 4A, but
+  gradients 4A and AdamW moments 8A only (the base is frozen); the
+  activations stay (their gradients still flow through every layer), and
+  the compute is 4 FLOPs per frozen weight and token instead of 6;
 - activations, bf16, per layer (Korthikanti et al. 2022, + SwiGLU's extra
   F-wide tensor): `s·b·h·(10 + 24/t + 5·a·s/(h·t)) + 4·s·b·F/t`; with
   rematerialisation only each layer's input `2·s·b·h` is kept, plus one
@@ -92,9 +96,15 @@ def plan(recipe, config, mesh, device, layout=None, mfu=0.4, hosts=1):
     F, V = config["intermediate_dim"], config["vocabulary_size"]
 
     P = parameter_count(config)
-    params = 4 * P / shards
-    grads = (8 if microbatches > 1 else 4) * P / shards  # + the summed gradients of the microbatches
-    optimizer = (8 + (4 if accumulation > 1 else 0)) * P / shards
+    rank = recipe.lora_rank
+    trained = P
+    if rank:
+        from smallcoder.training.lora import adapter_parameter_count
+
+        trained = adapter_parameter_count(config, rank, recipe["model.lora.targets"])
+    params = 4 * (P + (trained if rank else 0)) / shards
+    grads = (8 if microbatches > 1 else 4) * trained / shards  # + the summed gradients of the microbatches
+    optimizer = (8 + (4 if accumulation > 1 else 0)) * trained / shards
     layer = s * rows * h * (10 + 24 / t + 5 * a * s / (h * t)) + 4 * s * rows * F / t
     logits = 8 * s * rows * V / t
     activations = L * layer + logits
@@ -110,10 +120,12 @@ def plan(recipe, config, mesh, device, layout=None, mfu=0.4, hosts=1):
         devices_for_time = devices
     fixed = params + grads + optimizer
     remat = recipe.remat
-    flops = flops_per_token(config, s) * recipe.steps * recipe.tokens_per_step
+    flops = flops_per_token(config, s, frozen_base=bool(rank)) * recipe.steps * recipe.tokens_per_step
     return {
         "recipe": recipe.name, "layout": layout, "mesh": f"{data}x{model}", "device": device,
-        "devices": devices, "hosts": hosts, "parameters": P, "steps": recipe.steps,
+        "devices": devices, "hosts": hosts, "parameters": P, "trained_parameters": trained,
+        "lora": {"rank": rank, "targets": list(recipe["model.lora.targets"])} if rank else None,
+        "steps": recipe.steps,
         "tokens": recipe.steps * recipe.tokens_per_step, "micro_batch_per_device": b,
         "memory": {
             "parameters": params, "gradients": grads, "optimizer": optimizer,
@@ -147,6 +159,9 @@ def format_plan(p):
     return "\n".join([
         f"plan {p['recipe']}: {p['layout']} layout on a {p['mesh']} mesh of {p['devices']} {p['device']}",
         f"  parameters        {p['parameters']:,}",
+        *([f"  lora              rank {p['lora']['rank']} on {', '.join(p['lora']['targets'])}: "
+           f"{p['trained_parameters']:,} trained parameters ({100 * p['trained_parameters'] / p['parameters']:.2f}%); "
+           "gradients and AdamW state for those only"] if p.get("lora") else []),
         f"  steps             {p['steps']:,} ({p['tokens']:,} tokens), micro-batch {p['micro_batch_per_device']} "
         "per data shard",
         "  memory per device",

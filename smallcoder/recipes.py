@@ -41,8 +41,9 @@ SCHEMA = {
     "extends": (str,),
     "init_from": (str, type(None)),
     "output": (str,),
-    "model": {"preset": (str,), "tokenizer": (str, type(None)), "dtype": (str,),
-              "remat": Choice((None, "none", "full"))},
+    "model": {"preset": (str,), "tokenizer": (str, type(None)), "eos_token": (str, type(None)),
+              "dtype": (str,), "remat": Choice((None, "none", "full")),
+              "lora": {"rank": (int, type(None)), "alpha": (int, float, type(None)), "targets": (list,)}},
     "training": {
         "tokens": (int, float, str),
         "sequence_length": (int,),
@@ -73,7 +74,8 @@ SCHEMA = {
     },
     "checkpoint": {"every_steps": (int,), "keep": (int,), "dir": (str, type(None))},
     "logging": {"every_steps": (int,), "tensorboard": (bool,)},
-    "eval": {"tasks": (list,), "limit": (int, type(None))},
+    "eval": {"every_steps": (int, type(None)), "validation_batches": (int, type(None)),
+             "early_stop_patience": (int, type(None)), "tasks": (list,), "limit": (int, type(None))},
     "export": {"hf": (bool,), "dtype": (str,)},
     "sample": {"prompt": (str,), "max_new_tokens": (int,)},
     "data": dict,
@@ -342,6 +344,7 @@ class Recipe:
     origins: dict
     demo: bool = False
     overrides: list = field(default_factory=list)
+    data_files: list = field(default_factory=list)  # `--data`: they replace the mixture (demo too)
 
     def __getitem__(self, dotted):
         return _get(self.config, dotted)
@@ -368,6 +371,16 @@ class Recipe:
         """`model.remat` as `SmallCoderBackbone` takes it: None or `"full"` (`"none"` means None)."""
         value = self["model.remat"]
         return None if value in (None, "none") else value
+
+    @property
+    def demo_data(self):
+        """Whether the data comes from the demo corpora: `--demo` without `--data`."""
+        return self.demo and not self.data_files
+
+    @property
+    def lora_rank(self):
+        """`model.lora.rank`, or None (every weight trains)."""
+        return self["model.lora.rank"]
 
     @property
     def micro_batch(self):
@@ -399,8 +412,16 @@ class Recipe:
     def output_dir(self):
         return self["output"].format(name=self.name)
 
+    def init_from_stage(self):
+        """The stage `init_from` names (its `<output>/model` folder), or None."""
+        init = self["init_from"]
+        if init is not None and (init in STAGES or (os.sep not in init and _find(init) is not None)):
+            return init
+        return None
+
     def init_from_dir(self):
-        """The preset folder to start from, or None (from scratch / preset).
+        """The model source to start from (a folder, or a Hugging Face Hub id), or None
+        (from scratch / `model.preset`).
 
         A stage name means `<that stage's output>/model`, so `recipe run code`
         after `recipe run base` chains by itself.
@@ -408,9 +429,12 @@ class Recipe:
         init = self["init_from"]
         if init is None:
             return None
-        if init in STAGES or (os.sep not in init and _find(init) is not None):
-            return os.path.join(self["output"].format(name=init), "model")
-        return init
+        stage = self.init_from_stage()
+        return os.path.join(self["output"].format(name=stage), "model") if stage else init
+
+    def model_source(self):
+        """Where the run's weights come from: `init_from` (resolved), else `model.preset`."""
+        return self.init_from_dir() or self["model.preset"]
 
     def derived(self):
         return {
@@ -421,7 +445,8 @@ class Recipe:
             "data_streams": self.data_streams,
             "warmup_steps": self.warmup_steps,
             "decay_steps": self.decay_steps,
-            "stable_steps": self.steps - self.warmup_steps - (self.decay_steps if self["schedule.type"] == "wsd" else 0),
+            "stable_steps": self.steps - self.warmup_steps
+            - (self.decay_steps if self["schedule.type"] == "wsd" else 0),
         }
 
     def ordered_config(self):
@@ -454,18 +479,27 @@ class Recipe:
             lines.append(f"decay steps:       {d['decay_steps']:,} ({self['schedule.decay']:g} of steps)")
         elif self["schedule.type"] == "cosine":
             lines.append(f"cosine decay steps: {d['decay_steps']:,}")
-        lines.append(f"init from:         {self.init_from_dir() or self['model.preset']}")
+        lines.append(f"init from:         {self.model_source()}")
+        if self.lora_rank:
+            lines.append(f"lora:              rank {self.lora_rank}, alpha {self['model.lora.alpha'] or self.lora_rank}"
+                         f" on {', '.join(self['model.lora.targets'])}: only the adapters train")
+        if self.data_files:
+            lines.append(f"data files:        {', '.join(self.data_files)} (--data: they replace the mixture)")
         lines.append(f"output:            {output_dir or self.output_dir}")
         return "\n".join(lines)
 
 
-def load_recipe(name, *, demo=False, overrides=(), check_init=True):
+def load_recipe(name, *, demo=False, overrides=(), check_init=True, data_files=(), validation_files=()):
     """Load, merge and validate recipe `name` (a name in `recipes/` or a YAML path).
 
     Args:
         name: `base`, `code`, `math`, `sft`, or a path to a recipe file.
         demo: apply the `demo:` blocks (offline demo sources, tiny preset).
         overrides: `["training.tokens=1M", …]` (`--set`), applied last.
+        data_files: `--data`: local jsonl/parquet files that replace the
+            recipe's mixture (with `demo` too; see `smallcoder.data.files`).
+        validation_files: `--validation-data`: the validation split's files
+            (default: `data.validation_fraction` of `data_files` held out).
         check_init: fail if `init_from` names a stage whose model folder is
             missing. With `demo=True` a missing demo checkpoint is not an
             error: the run starts from scratch (the runner says so).
@@ -496,11 +530,21 @@ def load_recipe(name, *, demo=False, overrides=(), check_init=True):
         _set_dotted(config, key, value, origins)
         origins[key] = "--set"
     _check(config, SCHEMA, origins, path)
+    if validation_files and not data_files:
+        raise RecipeError("--validation-data", "data.validation_sources", "needs --data (the training files).")
+    if data_files:
+        from smallcoder.data.files import apply_data_files
+
+        if not isinstance(config.get("data"), dict):
+            raise RecipeError(path, "data", "missing; the recipe needs a data section (format) for --data.")
+        config["data"] = apply_data_files(config["data"], list(data_files), list(validation_files))
+        origins.update({"data": "--data", "data.sources": "--data"})
 
     for key in REQUIRED:
         if _get(config, key) is None:
             raise RecipeError(path, key, "missing; set it in the recipe or its defaults.")
-    recipe = Recipe(stage, path, config, origins, demo=demo, overrides=list(overrides))
+    recipe = Recipe(stage, path, config, origins, demo=demo, overrides=list(overrides),
+                    data_files=list(data_files))
     _check_values(recipe)
     if check_init:
         check_init_from(recipe)
@@ -554,25 +598,61 @@ def _check_values(recipe):
     from smallcoder.data import validate_data_config
 
     validate_data_config(recipe["data"], recipe.where("data"))
-    if recipe.demo and not recipe["data"].get("demo"):
+    if recipe.demo_data and not recipe["data"].get("demo"):
         fail("data.demo", "missing; --demo needs a list of demo sources (type: demo).")
+    for key in ("eval.every_steps", "eval.early_stop_patience"):
+        if recipe[key] is not None and recipe[key] < 1:
+            fail(key, f"must be at least 1 or null, got {recipe[key]}.")
+    if recipe["eval.validation_batches"] is not None and recipe["eval.validation_batches"] < 0:
+        fail("eval.validation_batches", f"must be 0 (no validation), a positive count or null (the whole "
+             f"split), got {recipe['eval.validation_batches']}.")
+    _check_lora(recipe, fail)
+
+
+def _check_lora(recipe, fail):
+    from smallcoder.training.lora import TARGETS
+
+    rank = recipe.lora_rank
+    if rank is None:
+        return
+    if rank < 1:
+        fail("model.lora.rank", f"must be a positive integer (or null: every weight trains), got {rank}.")
+    alpha = recipe["model.lora.alpha"]
+    if alpha is not None and (isinstance(alpha, bool) or alpha <= 0):
+        fail("model.lora.alpha", f"must be positive (or null: alpha = rank), got {alpha!r}.")
+    targets = recipe["model.lora.targets"] or []
+    unknown = [t for t in targets if t not in TARGETS]
+    if not targets or unknown:
+        fail("model.lora.targets", f"must be a non-empty list of {list(TARGETS)}, got {targets!r}.")
 
 
 def check_init_from(recipe):
-    """Raise if `init_from` points at a missing checkpoint (demo: warn later instead)."""
-    folder = recipe.init_from_dir()
-    if folder is None or recipe.demo:
-        return
-    from smallcoder.models.presets import is_keras_preset
+    """Raise unless the run's model source can be loaded: `init_from` (a stage's model folder,
+    a Keras preset folder, a Hugging Face folder, or a Hub id the Hub or the local cache can
+    give, decided in seconds), else `model.preset`. With `--demo`, a stage's missing model
+    folder is not an error (the runner starts from scratch and says so)."""
+    from smallcoder.models.presets import check_model_source, is_hub_id
 
-    if not is_keras_preset(folder):
-        stage = recipe["init_from"]
-        hint = (f"run `smallcoder recipe run {stage}` first, or " if stage in STAGES else "")
+    folder = recipe.init_from_dir()
+    key = "init_from" if folder is not None else "model.preset"
+    source = recipe.model_source()
+    stage = recipe.init_from_stage()
+    if stage and not os.path.isdir(source):
+        if recipe.demo:
+            return
         raise RecipeError(
             recipe.where("init_from"), "init_from",
-            f"no checkpoint at {folder!r} (needs config.json and model.weights.h5); "
-            f"{hint}point init_from at a Keras preset folder, or set init_from: null to start from scratch.",
+            f"no checkpoint at {source!r}; run `smallcoder recipe run {stage}` first, or point init_from at a "
+            "Keras preset folder, a Hugging Face folder or Hub id, or set init_from: null to start from scratch.",
         )
+    try:
+        check_model_source(source)
+        if not is_hub_id(source):
+            from smallcoder.models.presets import preset_config
+
+            preset_config(source)  # a Hugging Face config.json the model cannot take fails here
+    except ValueError as e:
+        raise RecipeError(recipe.where(key), key, str(e)) from None
 
 
 def check_tokenizer(recipe):
@@ -580,7 +660,7 @@ def check_tokenizer(recipe):
     built-in preset that ships none (the 303M one) with `model.tokenizer` unset. Offline users
     are pointed at `--demo`."""
     from smallcoder.demo_tokenizer import DEMO_VOCAB_SIZE
-    from smallcoder.models.presets import PRESETS, is_keras_preset
+    from smallcoder.models.presets import PRESETS, is_hf_folder, is_keras_preset
 
     tokenizer = recipe["model.tokenizer"]
     if tokenizer:
@@ -590,10 +670,18 @@ def check_tokenizer(recipe):
                               f"no tokenizer file at {path!r}; point it at a tokenizer.json or a folder "
                               "holding one.")
         return
-    folder = recipe.init_from_dir()
-    preset = recipe["model.preset"]
-    if (folder and is_keras_preset(folder)) or preset not in PRESETS:
+    source = recipe.model_source()
+    if is_hf_folder(source) or is_keras_preset(source):
+        if not os.path.isfile(os.path.join(source, "tokenizer.json")):
+            key = "init_from" if recipe.init_from_dir() else "model.preset"
+            raise RecipeError(
+                recipe.where("model.tokenizer"), "model.tokenizer",
+                f"not set, and {key} {source!r} holds no tokenizer.json; set model.tokenizer to the "
+                "tokenizer.json the model was trained with (or a folder holding one).")
         return
+    preset = recipe["model.preset"]
+    if source != preset or preset not in PRESETS:
+        return  # a Hub id (its tokenizer comes with it), or a stage not trained yet (--demo)
     if PRESETS[preset]["vocabulary_size"] != DEMO_VOCAB_SIZE:
         raise RecipeError(
             recipe.where("model.tokenizer"), "model.tokenizer",

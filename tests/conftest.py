@@ -36,11 +36,36 @@ def demo_tokenizer():
     return demo_tokenizer()
 
 
+# Modules that never build a Keras model or run one (data pipeline, tokenizer, recipes,
+# the sandbox and pass@k, Hub checks, CLI errors raised before a model is built): their
+# results cannot depend on the backend, so they run once, in the JAX session.
+BACKEND_INDEPENDENT = (
+    "tests/data/",
+    "tests/eval/test_humaneval.py",
+    "tests/eval/test_mbpp.py",
+    "tests/eval/test_passk.py",
+    "tests/eval/test_sandbox.py",
+    "tests/convert/test_convert_errors.py",
+    "tests/bench/test_bench_reference.py",
+    "tests/test_cli_errors.py",
+    "tests/test_hub_access.py",
+    "tests/test_malloc_tuning.py",
+    "tests/test_recipes.py",
+    "tests/test_tokenizer.py",
+    "tests/test_wheel.py",
+)
+
+
+def _backend_independent(item):
+    path = item.path.relative_to(item.config.rootpath).as_posix()
+    return "slow" in item.keywords or path.startswith(BACKEND_INDEPENDENT)
+
+
 def pytest_collection_modifyitems(config, items):
-    """`slow` tests do not depend on the Keras backend: run them once, in the JAX session."""
+    """`slow` tests and the BACKEND_INDEPENDENT modules run once, in the JAX session."""
     if os.environ["KERAS_BACKEND"] == "jax":
         return
-    skip = pytest.mark.skip(reason="slow and backend-independent: runs in the JAX session")
+    skip = pytest.mark.skip(reason="backend-independent: runs in the JAX session")
     for item in items:
-        if "slow" in item.keywords:
+        if _backend_independent(item):
             item.add_marker(skip)

@@ -150,3 +150,56 @@ def test_one_step_on_a_2x4_mesh_equals_one_device(layout, microbatches):
         # hence the 3e-6 absolute floor.
         assert np.linalg.norm(got - want) <= 1e-5 * np.linalg.norm(want), a.path
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=3e-6, err_msg=a.path)
+
+
+# Adapters keep the split of the kernel axes they share with their kernel; the rank axis is replicated.
+LORA_EXPECTED = {  # fsdp_tensor on 2x4: D = 64 on batch, N = 4 and F = 128 on model, K = 2 replicated
+    "query": ((B, M, None), (None, None)), "key": ((B, None, None), (None, None)),
+    "value": ((B, None, None), (None, None)), "attention_output": ((M, None, None), (None, B)),
+    "feedforward_gate": ((B, None), (None, M)), "feedforward_intermediate": ((B, None), (None, M)),
+    "feedforward_output": ((M, None), (None, B)),
+}
+
+
+def _build_lora(distribution):
+    from smallcoder.models.causal_lm import SmallCoderCausalLM
+    from smallcoder.training import lora
+
+    keras.utils.set_random_seed(0)
+    with distribution.scope():
+        lm = SmallCoderCausalLM.from_preset(PRESET)
+        lora.enable(lm.backbone, 4, alpha=8, targets=lora.TARGETS)
+        for variable in lm.trainable_variables:  # b starts at zero: make the adapters matter at once
+            if variable.path.endswith("lora_kernel_b"):
+                variable.assign(np.random.default_rng(1).normal(0, 0.05, variable.shape).astype("float32"))
+        lm.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.1), loss=keras.losses.
+                   SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[])
+        lm.optimizer.build(lm.trainable_variables)
+    return lm
+
+
+def test_lora_adapters_get_layouts_and_train_like_one_device():
+    from smallcoder.distribution import make_distribution
+
+    mesh = make_distribution(_config(), "fsdp_tensor", "2x4")
+    sharded = _build_lora(mesh)
+    adapters = [v for v in sharded.weights if "lora_kernel" in v.path]
+    assert {v.path for v in sharded.trainable_variables} == {v.path for v in adapters} and len(adapters) == 28
+    for variable in adapters:
+        a, b = LORA_EXPECTED[variable.path.split("/")[-2]]
+        assert _spec(variable) == (a if variable.path.endswith("_a") else b), variable.path
+
+    single = keras.distribution.DataParallel(devices=keras.distribution.list_devices()[:1])
+    reference = _build_lora(single)
+    x, y, weight = _batch()
+    with single.scope():
+        loss_1 = reference.train_on_batch(x, y, sample_weight=weight)
+    with mesh.scope():
+        loss_8 = sharded.train_on_batch(x, y, sample_weight=weight)
+    np.testing.assert_allclose(loss_8, loss_1, rtol=1e-5)
+    for a, b in zip(reference.weights, sharded.weights):
+        want, got = np.asarray(a.value), np.asarray(b.value)
+        if "lora_kernel" not in a.path:
+            np.testing.assert_array_equal(got, want, err_msg=a.path)  # frozen
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=3e-6, err_msg=a.path)

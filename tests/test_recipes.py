@@ -160,3 +160,63 @@ def test_the_run_header_names_the_output_folder_of_this_run():
     recipe = load_recipe("sft", demo=True)
     assert recipe.describe().endswith(f"output:            {os.path.join('runs', 'demo', 'sft')}")
     assert recipe.describe("elsewhere/sft").endswith("output:            elsewhere/sft")
+
+
+@pytest.mark.parametrize("text,key,message", [
+    ("model: {lora: {rank: 0}}\n", "model.lora.rank", "must be a positive integer"),
+    ("model: {lora: {rank: 4, targets: [query, attention]}}\n", "model.lora.targets", "must be a non-empty list"),
+    ("model: {lora: {rank: 4, alpha: -1}}\n", "model.lora.alpha", "must be positive"),
+    ("model: {lora: {rank: 4, dropout: 0.1}}\n", "model.lora.dropout", "unknown key"),
+    ("eval: {every_steps: 0}\n", "eval.every_steps", "must be at least 1 or null"),
+    ("eval: {validation_batches: -1}\n", "eval.validation_batches", "must be 0 \\(no validation\\)"),
+])
+def test_lora_and_validation_keys_are_checked(recipe_dir, text, key, message):
+    with pytest.raises(RecipeError, match=f": {key}: {message}"):
+        load_recipe(recipe_dir(GOOD_DATA + text))
+
+
+def _hf_folder(folder, model_type="llama"):
+    import json
+
+    os.makedirs(folder)
+    config = {"model_type": model_type, "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
+              "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 128}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f)
+    return str(folder)
+
+
+def test_init_from_and_model_preset_take_every_model_source(recipe_dir, tmp_path, monkeypatch):
+    from smallcoder.training.runner import backbone_config
+
+    hf = _hf_folder(tmp_path / "hf")
+    for key in ("init_from", "model.preset"):
+        recipe = load_recipe(recipe_dir(GOOD_DATA), overrides=[f"{key}={hf}"])  # checked: a Hugging Face folder
+        assert recipe.model_source() == hf
+        assert backbone_config(recipe, hf)["hidden_dim"] == 16  # read from config.json, nothing built
+    with pytest.raises(RecipeError, match=r"--set: init_from: .*model_type is 'gpt2'"):
+        load_recipe(recipe_dir(GOOD_DATA), overrides=[f"init_from={_hf_folder(tmp_path / 'gpt2', 'gpt2')}"])
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(RecipeError, match=r"--set: init_from: .*is not a Keras preset folder .* nor a Hugging Face"):
+        load_recipe(recipe_dir(GOOD_DATA), overrides=[f"init_from={tmp_path / 'empty'}"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(RecipeError, match=r"--set: model.preset: 'someone/model' is not a local folder, and as a "
+                                          r"Hugging Face Hub id: cannot download 'someone/model' from the Hugging Face "
+                                          r"Hub \(HF_HUB_OFFLINE is set, and it is not in the local Hub cache\)\. "
+                                          r"Pass a local folder"):
+        load_recipe(recipe_dir(GOOD_DATA), overrides=["model.preset=someone/model"])
+
+
+def test_the_recipe_can_set_the_eos_token(recipe_dir, demo_tokenizer):
+    from smallcoder.training import TrainingError
+    from smallcoder.training.runner import run_tokenizer
+
+    recipe = load_recipe(recipe_dir(GOOD_DATA), overrides=["model.eos_token=<fim_pad>"])
+    tokenizer = run_tokenizer(recipe, demo_tokenizer, 4096)
+    assert tokenizer.eos_token == "<fim_pad>" and tokenizer.eos_token_id == demo_tokenizer.token_to_id("<fim_pad>")
+    assert run_tokenizer(load_recipe(recipe_dir(GOOD_DATA)), demo_tokenizer, 4096) is demo_tokenizer
+    with pytest.raises(TrainingError, match=r"--set: model.eos_token: The tokenizer has no '<eot>' token"):
+        run_tokenizer(load_recipe(recipe_dir(GOOD_DATA), overrides=["model.eos_token=<eot>"]), demo_tokenizer, 4096)
+    with pytest.raises(TrainingError, match=r"the tokenizer has 4,096 tokens but the model only 100 embeddings"):
+        run_tokenizer(recipe, demo_tokenizer, 100)

@@ -58,7 +58,8 @@ def generation_roofline(config, prompt_lengths, padded_length, new_tokens, weigh
         step on average `bytes_per_step` and `flops_per_step`, per new token
         `bytes_per_token` and `flops_per_token`, and `prefill_flops`.
     """
-    layers, heads, head_dim = config["num_layers"], config["num_query_heads"], config["hidden_dim"] // config["num_query_heads"]
+    layers, heads = config["num_layers"], config["num_query_heads"]
+    head_dim = config["hidden_dim"] // heads
     kv_heads = config.get("num_key_value_heads") or heads
     rows = len(prompt_lengths)
     params = matmul_params(config)

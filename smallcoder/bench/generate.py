@@ -19,7 +19,7 @@ EVAL_CASE = {"prompts": 16, "shortest": 100, "longest": 300, "new_tokens": 512}
 
 
 def random_prompts(config, count, length=32, seed=0, shortest=None):
-    """`count` prompts of random token ids, lengths `shortest` (default `length/2`) .. `length`; the first is longest."""
+    """`count` prompts of random token ids, lengths `shortest` (default `length/2`) .. `length`; the first longest."""
     rng = np.random.default_rng(seed)
     shortest = max(1, length // 2) if shortest is None else shortest
     lengths = rng.integers(shortest, length + 1, size=count)

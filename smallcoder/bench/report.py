@@ -105,7 +105,8 @@ def format_train(r):
     c = r["config"]
     lines = [
         f"train {r.get('preset', '')} ({c['num_layers']} layers) batch {r['batch']}x{r['seq']} {r['dtype']} "
-        f"remat={r['remat']} microbatches={r.get('microbatches', 1)} backend={r['backend']} on {r['machine']['cpu_count']} cores "
+        f"remat={r['remat']} microbatches={r.get('microbatches', 1)} backend={r['backend']} "
+        f"on {r['machine']['cpu_count']} cores "
         f"(load {r['machine'].get('load_average', ('?',))[0]:.1f})",
         f"model FLOPs/step {r['flops_per_step'] / 1e9:,.1f} G; matmul peak "
         f"({r['matmul_peak']['framework']} {r['matmul_peak']['dtype']} {r['matmul_peak']['size']}^2, measured) "
@@ -148,7 +149,8 @@ def format_generate(r):
     m, bw, mm = r["machine"], r["memory_bandwidth"], r["matmul_peak"]
     lines = [
         f"generate {r.get('preset', '')} {r['dtype']} greedy, decoding={r['decoding']}, backend={r['backend']}, "
-        f"{m.get('cpu_model', m.get('device', ''))} x {m['cpu_count']} cores (load {m.get('load_average', ('?',))[0]:.1f})",
+        f"{m.get('cpu_model', m.get('device', ''))} x {m['cpu_count']} cores "
+        f"(load {m.get('load_average', ('?',))[0]:.1f})",
         r.get("decoding_note", f"decoding: {r['decoding']}"),
         f"measured: memory bandwidth {bw['bytes_per_s'] / 1e9:.1f} GB/s ({bw['megabytes']} MiB {bw['memory']} copy), "
         f"{mm['dtype']} matmul peak {mm['flops_per_s'] / 1e9:.0f} GFLOP/s ({mm['framework']} {mm['size']}^2); "
@@ -163,9 +165,11 @@ def format_generate(r):
             f, roof = r[side][label], r["roofline"][label][side]
             fr = f["roofline_fraction"]
             decode = f"{f['decode_tokens_per_s']:14.1f}" if f["decode_tokens_per_s"] else f"{'(noise)':>14}"
-            fractions = " / ".join("  -" if fr[k] is None else f"{fr[k]:4.0%}" for k in ("prefill", "decode", "generate"))
+            fractions = " / ".join("  -" if fr[k] is None else f"{fr[k]:4.0%}"
+                                   for k in ("prefill", "decode", "generate"))
             lines.append(f"{label:<9}{side:<6}{f['prompt_tokens_per_s']:13.1f}{decode}{f['tokens_per_s']:11.1f}"
-                         f"{fractions:>40}{roof['bytes_per_token'] / 1e6:10.1f} MB{roof['flops_per_token'] / 1e9:11.2f} G")
+                         f"{fractions:>40}{roof['bytes_per_token'] / 1e6:10.1f} MB"
+                         f"{roof['flops_per_token'] / 1e9:11.2f} G")
         if f"ratio_{label}" in r:
             decode = r.get("ratio_decode", {}).get(label)
             lines.append(f"{'':<9}ours/hf: end-to-end {r[f'ratio_{label}']:.2f}x, prefill "

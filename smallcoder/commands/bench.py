@@ -211,19 +211,23 @@ def _mesh_shape(distribution):
 @click.option("--saves", default=3, show_default=True, help="Checkpoints to write, one after the other.")
 @click.option("--dir", "directory", default=None, type=click.Path(file_okay=False),
               help="Where to write them (default: the system's temporary folder).")
+@click.option("--lora-rank", default=None, type=int,
+              help="Rank-R LoRA adapters on query and value: the checkpoint holds them (+ AdamW) only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def checkpoint(preset, saves, directory, as_json):
+def checkpoint(preset, saves, directory, lora_rank, as_json):
     """Orbax checkpoint of weights + AdamW state: size, the part training waits for, the whole save."""
     import json
 
     from smallcoder.bench.checkpoint import bench_checkpoint
 
-    result = bench_checkpoint(_config(preset, None), saves=saves, directory=directory)
+    result = bench_checkpoint(_config(preset, None), saves=saves, directory=directory, lora_rank=lora_rank)
     result["preset"] = preset
     if as_json:
         click.echo(json.dumps(result))
         return
-    click.echo(f"checkpoint {preset} ({result['parameters']:,} parameters + AdamW state) in "
+    trained = (f"; LoRA rank {lora_rank}: {result['trained_parameters']:,} trained, the base frozen and not saved"
+               if lora_rank else "")
+    click.echo(f"checkpoint {preset} ({result['parameters']:,} parameters + AdamW state{trained}) in "
                f"{result['directory']}")
     for i, save in enumerate(result["saves"], 1):
         click.echo(f"save {i}: {save['bytes'] / 1e6:,.1f} MB; training blocked {save['blocking_s']:.3f} s, "

@@ -43,7 +43,8 @@ def hf_to_keras(src, dst, dtype, overwrite):
 @click.argument("src")
 @click.argument("dst", type=click.Path(file_okay=False))
 @click.option("--dtype", default="float32", show_default=True,
-              type=click.Choice(["bfloat16", "float32", "float16"]), help="dtype of the safetensors written (float32 is lossless).")
+              type=click.Choice(["bfloat16", "float32", "float16"]),
+              help="dtype of the safetensors written (float32 is lossless).")
 @click.option("--max-shard-size", default=5 * 10**9, show_default=True, type=int,
               help="Bytes per safetensors file; larger checkpoints are sharded with an index.")
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")

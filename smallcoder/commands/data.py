@@ -101,10 +101,12 @@ def command():
 @click.option("--demo", is_flag=True, help="Use the recipe's offline demo sources and the demo tokenizer.")
 @click.option("--batches", default=1, show_default=True, help="How many batches to show.")
 @click.option("--batch-size", default=2, show_default=True, help="Rows per batch.")
-@click.option("--sequence-length", type=int, default=None, help="T (default: the recipe's training.sequence_length, else 256).")
+@click.option("--sequence-length", type=int, default=None,
+              help="T (default: the recipe's training.sequence_length, else 256).")
 @click.option("--split", type=click.Choice(["train", "validation"]), default="train", show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--tokenizer", "tokenizer_path", default=None, help="A tokenizer.json (default: the recipe's model.tokenizer; the demo tokenizer with --demo).")
+@click.option("--tokenizer", "tokenizer_path", default=None,
+              help="A tokenizer.json (default: the recipe's model.tokenizer; the demo tokenizer with --demo).")
 @click.option("--streams", type=int, default=None,
               help="Data streams making up each batch (default: what training uses).")
 @click.option("--stream", default=0, show_default=True,

@@ -16,7 +16,7 @@ def _benchmark_options(f):
         click.option("--max-new-tokens", default=512, show_default=True, type=int,
                      help="Lowered per batch to fit the context; the summary reports it."),
         click.option("--batch-size", default=16, show_default=True, type=int,
-                     help="Prompts per generate call (a decoding step reads the weights once for all rows; docs/bench.md)."),
+                     help="Prompts per generate call (a decoding step reads the weights once for all rows)."),
         click.option("--output", "output_dir", default=None, type=click.Path(file_okay=False),
                      help="Folder for results jsonl + summary json; rerunning into it resumes. "
                           "[default: runs/eval/<model or samples file name>]"),

@@ -18,10 +18,13 @@ DEVICE_CHOICES = ["tpu-v4", "tpu-v5e", "tpu-v5p", "h100", "h200", "cpu"]
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key.")
 def command(name, mesh, device, layout, mfu, hosts, demo, overrides):
     """Steps, tokens, per-device memory (with/without remat), fit, and wall time of recipe NAME."""
+    import os
     import re
 
+    from smallcoder.models.presets import PRESETS
     from smallcoder.plan import format_plan, plan
     from smallcoder.recipes import RecipeError, load_recipe
+    from smallcoder.training import TrainingError
     from smallcoder.training.runner import backbone_config
 
     match = re.fullmatch(r"(\d+)x(\d+)", mesh)
@@ -29,9 +32,10 @@ def command(name, mesh, device, layout, mfu, hosts, demo, overrides):
         raise click.BadParameter("must be DATAxMODEL, e.g. 2x4", param_hint="--mesh")
     try:
         recipe = load_recipe(name, demo=demo, overrides=overrides, check_init=False)
-        config = backbone_config(recipe, None)
+        source = recipe.model_source()  # a local folder's config; else (a Hub id, a stage not run) model.preset
+        config = backbone_config(recipe, source if source in PRESETS or os.path.isdir(source) else None)
         result = plan(recipe, config, (int(match.group(1)), int(match.group(2))), device, layout, mfu,
                       hosts=hosts)
-    except (RecipeError, FileNotFoundError, ValueError) as e:
+    except (RecipeError, FileNotFoundError, ValueError, TrainingError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(format_plan(result))

@@ -26,11 +26,12 @@ def _token_name(value):
     return value.get("content") if isinstance(value, dict) else value
 
 
-def _load_tokenizer(folder, config):
+def folder_tokenizer(folder, config=None):
     """The folder's `tokenizer.json` as a `SmallCoderTokenizer`, or None if absent.
 
-    EOS comes from `tokenizer_config.json`'s `eos_token`, else the config's
-    `eos_token_id`, else `<|endoftext|>`.
+    A Hugging Face folder or a Keras preset folder alike. EOS comes from
+    `tokenizer_config.json`'s `eos_token`, else `config`'s `eos_token_id`
+    (the HF `config.json`), else `<|endoftext|>`.
     """
     from smallcoder.tokenizer import EOS_TOKEN, SmallCoderTokenizer
 
@@ -47,7 +48,7 @@ def _load_tokenizer(folder, config):
         backend = Tokenizer.from_file(path)
     except Exception as e:  # tokenizers raises a bare Exception
         raise ValueError(f"{path} is not a valid tokenizer.json: {e}") from e
-    if eos is None:
+    if eos is None and config:
         eos_id = config.get("eos_token_id")
         eos_id = eos_id[0] if isinstance(eos_id, list) and eos_id else eos_id
         eos = backend.id_to_token(eos_id) if isinstance(eos_id, int) else None
@@ -79,7 +80,7 @@ def _check_tensors(reader, expected, tied, folder):
             )
 
 
-def load_hf(path_or_repo_id, dtype=None, progress=None):
+def load_hf(path_or_repo_id, dtype=None, progress=None, remat=None):
     """A `SmallCoderCausalLM` (with its tokenizer) from a Hugging Face Llama checkpoint.
 
     Args:
@@ -89,6 +90,7 @@ def load_hf(path_or_repo_id, dtype=None, progress=None):
         dtype: Keras dtype or policy of the model (default: Keras' default,
             float32). float32, bfloat16 and float16 files are all accepted.
         progress: show a progress bar (default: only on a terminal).
+        remat: None or `"full"`, as `SmallCoderBackbone` takes it.
 
     Example:
     ```python
@@ -104,7 +106,7 @@ def load_hf(path_or_repo_id, dtype=None, progress=None):
     kwargs = hf_config.backbone_kwargs_from_hf(config, where=config_path)
     reader = safetensors_io.SafetensorsReader(folder)
     _check_tensors(reader, hf_shapes(kwargs), kwargs["tie_word_embeddings"], folder)
-    tokenizer = _load_tokenizer(folder, config)
+    tokenizer = folder_tokenizer(folder, config)
     if tokenizer is not None and tokenizer.vocab_size > kwargs["vocabulary_size"]:
         raise ValueError(
             f"{folder}: tokenizer.json has {tokenizer.vocab_size} tokens but config.json's "
@@ -114,7 +116,7 @@ def load_hf(path_or_repo_id, dtype=None, progress=None):
     from smallcoder.models.backbone import SmallCoderBackbone
     from smallcoder.models.causal_lm import SmallCoderCausalLM
 
-    backbone = SmallCoderBackbone(**kwargs, dtype=dtype)
+    backbone = SmallCoderBackbone(**kwargs, dtype=dtype, remat=remat)
     for spec in _progress("hf -> keras", progress, iterable=weight_specs(backbone)):
         target = safetensors_io.numpy_dtype(spec.variable.dtype)
         spec.variable.assign(spec.to_keras(reader.get(spec.hf_name)).astype(target))  # a copy: never alias the file

@@ -23,6 +23,14 @@ Schema (every key but `sources` optional)::
           validation: {split: test}   # overrides used for split="validation"
       demo:                   # what --demo uses (default: prose for text, sft for chat)
         - {name: stdlib-prose, weight: 1.0, type: demo, path: prose}
+      validation_fraction: 0.05   # jsonl/parquet sources without `validation:` hold out this
+                                  # fraction of their records (by content, `holdout`) for split="validation"
+      validation_sources: [...]   # the validation split's own sources (replaces the above)
+      columns: {prompt: question, response: answer}   # columns of `--data` files (`files`)
+
+The validation split of a run (`split="validation"`) is `validation_sources`
+when given, else per source: its `validation:` overrides, its held-out
+fraction (jsonl, parquet), or the demo corpora's own held-out part.
 """
 
 from __future__ import annotations
@@ -36,7 +44,10 @@ DEMO_KINDS = ("prose", "code", "math", "sft")
 
 DEFAULT_SHUFFLE_BUFFER = 10_000  # ~40 MB of raw web documents per source and stream
 
-TOP_KEYS = {"format", "document_masking", "overlong", "shuffle_buffer", "sources", "demo"}
+TOP_KEYS = {"format", "document_masking", "overlong", "shuffle_buffer", "sources", "demo",
+            "validation_fraction", "validation_sources", "columns"}
+HOLDOUT_TYPES = ("jsonl", "parquet")  # what data.validation_fraction applies to
+COLUMN_KEYS = ("messages", "prompt", "response", "text")
 SOURCE_KEYS = {
     "name": str,
     "weight": (int, float),
@@ -167,6 +178,17 @@ def validate_data_config(data_config: dict, where: str) -> None:
               f"must be a whole number >= 0 (0 = stored order), got {buffer!r}.")
     if "sources" in data_config:
         _validate_sources(data_config["sources"], where, "data.sources", data_format)
+    fraction = data_config.get("validation_fraction")
+    if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                 or not 0 <= fraction < 1):
+        _fail(where, "data.validation_fraction", f"must be a fraction in [0, 1) or null, got {fraction!r}.")
+    if "validation_sources" in data_config:
+        _validate_sources(data_config["validation_sources"], where, "data.validation_sources", data_format)
+    columns = data_config.get("columns")
+    if columns is not None:
+        if not isinstance(columns, dict) or any(k not in COLUMN_KEYS or not isinstance(v, str)
+                                                for k, v in columns.items()):
+            _fail(where, "data.columns", f"must map some of {list(COLUMN_KEYS)} to column names, got {columns!r}.")
     if "demo" in data_config:
         _validate_sources(data_config["demo"], where, "data.demo", data_format)
         for i, source in enumerate(data_config["demo"]):
@@ -175,25 +197,39 @@ def validate_data_config(data_config: dict, where: str) -> None:
 
 
 def resolve_sources(data_config, demo, split):
-    """The source specs a pipeline reads: `sources` or `demo`, with validation overrides."""
+    """The source specs a pipeline reads: `sources` or `demo`, with validation overrides.
+
+    With `data.validation_fraction`, jsonl/parquet sources without their own
+    `validation:` get `holdout: fraction` on both splits: the training split
+    skips the held-out records, the validation split reads only them.
+    """
     data_format = data_config.get("format", "text")
+    if split not in ("train", "validation"):
+        raise ValueError(f"split must be 'train' or 'validation', got {split!r}.")
     if demo:
         sources = data_config.get("demo") or DEFAULT_DEMO[data_format]
     else:
         if "sources" not in data_config:
             raise ValueError("data.sources: missing; list the sources to read, or run with --demo.")
         sources = data_config["sources"]
-    if split not in ("train", "validation"):
-        raise ValueError(f"split must be 'train' or 'validation', got {split!r}.")
+    separate = not demo and data_config.get("validation_sources")
+    if split == "validation" and separate:
+        return [{k: v for k, v in s.items() if k != "validation"} for s in separate]
+    fraction = data_config.get("validation_fraction") or 0
     resolved = []
     for i, source in enumerate(sources):
         source = dict(source)
         overrides = source.pop("validation", None)
-        if split == "validation" and source["type"] != "demo":
+        held_out = fraction and source["type"] in HOLDOUT_TYPES and not overrides and not separate
+        if held_out:
+            source["holdout"] = fraction
+        elif split == "validation" and source["type"] != "demo":
             if not overrides:
                 raise ValueError(
                     f"data.sources[{i}].validation: missing; split='validation' needs where "
-                    f"source {source['name']!r} keeps held-out data, e.g. validation: {{split: test}}."
+                    f"source {source['name']!r} keeps held-out data, e.g. validation: {{split: test}}"
+                    + (" (or data.validation_fraction, for jsonl and parquet files)."
+                       if source["type"] in HOLDOUT_TYPES else ".")
                 )
             source.update(overrides)
         resolved.append(source)

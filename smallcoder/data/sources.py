@@ -27,6 +27,7 @@ import json
 import os
 import random
 
+from smallcoder.data import holdout
 from smallcoder.data.order import EpochOrder, shard_plan
 
 END = object()  # a non-repeating reader has no more records
@@ -99,6 +100,8 @@ class ShardedReader:
         self.last_shard = None  # the shard of the record `next_record` returned last
         self._order = None
         self._records = 0  # records read this epoch; none at its end means no data
+        self._holdout = spec.get("holdout")  # data.validation_fraction, see smallcoder.data.holdout
+        self._validation = split == "validation"
 
     def plan(self, epoch):
         """`[(shard, part, parts), ...]` this stream reads in `epoch` (see `order.shard_plan`)."""
@@ -164,8 +167,10 @@ class ShardedReader:
         while True:
             got = self._order.next()
             if got is not None:
-                self._records += 1
                 item, self.last_shard = got
+                if self._holdout and holdout.is_held_out(item, self._holdout) != self._validation:
+                    continue  # data.validation_fraction: the other split's record (by content)
+                self._records += 1
                 return self._load(item)
             if not self.repeat:
                 return END

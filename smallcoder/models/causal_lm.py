@@ -370,7 +370,9 @@ class SmallCoderCausalLM(CausalLM):
         if max_new_tokens < 1:
             raise ValueError(f"Nothing to generate: max_new_tokens={max_new_tokens}.")
         if max_new_tokens >= context:
-            raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the {context}-token context.")
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the {context}-token context."
+            )
         if longest + max_new_tokens > context:
             if not truncate_prompt:
                 raise ValueError(

@@ -1,8 +1,14 @@
-"""Built-in presets and the Keras preset folder format.
+"""Built-in presets, the Keras preset folder format, and every other model source.
 
 A preset folder holds `config.json` (the backbone's Keras config),
 `model.weights.h5`, `tokenizer.json` (+ `tokenizer_config.json`) and
 `metadata.json`, as `keras_hub`'s `save_to_preset` writes them.
+
+A model source, wherever one is taken (`--model`, a recipe's `init_from` and
+`model.preset`), is one of: a built-in preset name (fresh weights), a Keras
+preset folder, a Hugging Face folder (`config.json` with `model_type`,
+safetensors), or a Hugging Face Hub id `owner/name` (downloaded once into the
+Hub cache; offline, a one-line error within seconds).
 """
 
 import json
@@ -55,10 +61,12 @@ HF_REPOS = {"smallcoder_303m": "Beebey/smallcoder-303m"}
 
 
 def preset_config(preset):
-    """The backbone config (a new dict) of a built-in preset name or a Keras preset folder.
+    """The backbone config (a new dict) of a built-in preset name, a Keras preset folder or a
+    Hugging Face folder, read without building the model.
 
-    A folder's is the `config` of its `config.json`, as `save_to_preset`
-    wrote it, without the layer's `name` and `trainable`.
+    A Keras folder's is the `config` of its `config.json`, as `save_to_preset`
+    wrote it, without the layer's `name` and `trainable`; a Hugging Face
+    folder's is translated from its Llama `config.json` (`convert.hf_config`).
     """
     preset = os.fspath(preset)
     if preset in PRESETS:
@@ -68,6 +76,10 @@ def preset_config(preset):
             f"Unknown preset {preset!r}. Built-in presets: {', '.join(PRESETS)}; or pass a folder."
         )
     path = os.path.join(preset, "config.json")
+    if is_hf_folder(preset):
+        from smallcoder.convert.hf_config import backbone_kwargs_from_hf, read_json
+
+        return backbone_kwargs_from_hf(read_json(path), where=path)
     try:
         with open(path) as f:
             config = json.load(f)["config"]
@@ -88,7 +100,17 @@ def is_hf_folder(path):
     if not os.path.isfile(os.path.join(path, "config.json")):
         return False
     with open(os.path.join(path, "config.json")) as f:
-        return "model_type" in json.load(f)
+        try:
+            return "model_type" in json.load(f)
+        except ValueError:
+            return False
+
+
+def is_hub_id(source):
+    """Whether `source` is taken as a Hugging Face Hub id: `owner/name`, not a preset name or a path."""
+    from smallcoder.convert.hub import is_repo_id
+
+    return os.fspath(source) not in PRESETS and is_repo_id(source)
 
 
 _KEEP = object()  # `remat` default: the preset's own setting
@@ -123,7 +145,7 @@ def load_backbone(preset, load_weights=True, dtype=None, remat=_KEEP):
 def backbone_from_preset(preset, load_weights=True, dtype=None, remat=_KEEP):
     """`SmallCoderBackbone.from_preset`: what `load_causal_lm` takes, without the LM head."""
     preset = os.fspath(preset)
-    if preset not in PRESETS and os.path.isdir(preset) and is_hf_folder(preset):
+    if is_hub_id(preset) or (preset not in PRESETS and os.path.isdir(preset) and is_hf_folder(preset)):
         return load_causal_lm(preset, load_weights=load_weights, dtype=dtype, remat=remat).backbone
     return load_backbone(preset, load_weights=load_weights, dtype=dtype, remat=remat)
 
@@ -132,6 +154,10 @@ def tokenizer_from_preset(preset):
     """`SmallCoderTokenizer.from_preset`: the tokenizer of a preset name or folder, or a clear error."""
     preset = os.fspath(preset)
     check_model_source(preset)
+    if is_hub_id(preset):
+        from smallcoder.convert.hub import resolve_folder
+
+        preset = resolve_folder(preset)
     tokenizer = load_tokenizer(preset)
     if tokenizer is None:
         where = (f"the built-in preset {preset!r} ships none (its tokenizer.json comes with the Hugging Face "
@@ -141,34 +167,36 @@ def tokenizer_from_preset(preset):
 
 
 def load_tokenizer(preset):
-    """The tokenizer of a preset name (demo tokenizer for the small ones) or folder."""
-    from smallcoder.tokenizer import SmallCoderTokenizer
-
+    """The tokenizer of a preset name (demo tokenizer for the small ones) or folder (Keras or
+    Hugging Face: EOS from its `tokenizer_config.json`), or None."""
     if preset in PRESETS:
         from smallcoder.demo_tokenizer import DEMO_VOCAB_SIZE, demo_tokenizer
 
         if PRESETS[preset]["vocabulary_size"] != DEMO_VOCAB_SIZE:
             return None  # smallcoder_303m: the StarCoder tokenizer comes with its HF folder
         return demo_tokenizer()
-    path = os.path.join(preset, "tokenizer.json")
-    return SmallCoderTokenizer(path) if os.path.isfile(path) else None
+    from smallcoder.convert.hf import folder_tokenizer
+
+    config_path = os.path.join(preset, "config.json")
+    hf_config = None
+    if is_hf_folder(preset):
+        with open(config_path) as f:
+            hf_config = json.load(f)
+    return folder_tokenizer(preset, hf_config)
 
 
 def load_causal_lm(preset, load_weights=True, dtype=None, remat=_KEEP, **kwargs):
-    """A `SmallCoderCausalLM` from a preset name, a Keras preset folder or a HF folder.
+    """A `SmallCoderCausalLM` from any model source (see the module doc).
 
-    `remat`: see `load_backbone` (not for HF folders).
+    `remat`: see `load_backbone` (a Hugging Face checkpoint has none saved).
     """
     from smallcoder.models.causal_lm import SmallCoderCausalLM
 
     preset = os.fspath(preset)
-    if preset not in PRESETS and os.path.isdir(preset) and is_hf_folder(preset):
-        if remat is not _KEEP and remat is not None:
-            raise ValueError(f"remat={remat!r} needs a built-in preset or a Keras preset folder; "
-                             f"{preset!r} is a Hugging Face folder (convert it first).")
+    if is_hub_id(preset) or (preset not in PRESETS and os.path.isdir(preset) and is_hf_folder(preset)):
         from smallcoder.convert import load_hf
 
-        return load_hf(preset, dtype=dtype)
+        return load_hf(preset, dtype=dtype, remat=None if remat is _KEEP else remat)
     backbone = load_backbone(preset, load_weights=load_weights, dtype=dtype, remat=remat)
     tokenizer = load_tokenizer(preset)
     if tokenizer is not None and tokenizer.vocab_size > backbone.vocabulary_size:
@@ -190,11 +218,20 @@ def save_causal_lm(causal_lm, preset_dir):
 
 
 def check_model_source(preset):
-    """Raise `ValueError` unless `preset` is a built-in preset name, a Keras preset folder or a
-    Hugging Face folder. Reads only the folder listing and config.json, so a command can check
-    `--model` before it imports Keras."""
+    """Raise `ValueError` unless `preset` is a model source that can be loaded from here: a
+    built-in preset name, a Keras preset folder, a Hugging Face folder, or a Hub id that the Hub
+    (probed for a few seconds) or the local Hub cache can give. Reads only the folder listing and
+    config.json, so a command can check `--model` before it imports Keras."""
     preset = os.fspath(preset)
     if preset in PRESETS or (os.path.isdir(preset) and is_hf_folder(preset)):
+        return
+    if is_hub_id(preset):
+        from smallcoder.convert.hub import offline_message, unavailable
+
+        reason = unavailable(preset)
+        if reason:
+            raise ValueError(f"{preset!r} is not a local folder, and as a Hugging Face Hub id: "
+                             f"{offline_message(preset, reason)}")
         return
     _check_folder(preset)
 

@@ -1,9 +1,10 @@
 """`model.fit` callbacks of the stage runner.
 
 They run in list order on one shared `logs` dict per step: `NanGuard` first
-(so nothing is saved after a NaN), then `Throughput`, `TokenAccounting` and
-`Checkpointer` (every process; the last two gather across processes) add
-numbers to `logs`, then `MetricsLog` and `ProgressBar` (process 0) use them. Steps are global: `start_step + batch + 1` micro-batches trained.
+(so nothing is saved after a NaN), then `Throughput`, `TokenAccounting`,
+`validation.ValidationLoss` and `Checkpointer` (every process; the last three
+run collectives) add numbers to `logs`, then `MetricsLog` and `ProgressBar`
+(process 0) use them. Steps are global: `start_step + batch + 1` micro-batches trained.
 """
 
 import json
@@ -56,6 +57,10 @@ class Throughput(keras.callbacks.Callback):
         if not hasattr(self, "_last"):
             self._last = time.perf_counter()
 
+    def restart(self):
+        """Start the next step's clock now (time spent outside training, e.g. validation, is not counted)."""
+        self._last = time.perf_counter()
+
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
         seconds, self._last = now - self._last, now
@@ -100,7 +105,8 @@ class MetricsLog(keras.callbacks.Callback):
     """Per-step `metrics.jsonl` (every step) and TensorBoard scalars (every `every` steps).
 
     Each jsonl line: `{"step", "loss", "learning_rate", "tokens_per_s", "mfu",
-    "tokens/<source>"…}`. On resume, lines after the checkpoint step are
+    "tokens/<source>"…}`, plus `val_loss` and `val_perplexity` at the steps
+    that evaluated them (always written to TensorBoard). On resume, lines after the checkpoint step are
     dropped first, so the file always reads as one uninterrupted run.
     """
 
@@ -129,10 +135,10 @@ class MetricsLog(keras.callbacks.Callback):
         step = self.start_step + batch + 1
         record = {"step": step, "loss": float(logs["loss"]), "learning_rate": self.learning_rate(step - 1)}
         record.update({k: float(v) for k, v in logs.items() if k in ("tokens_per_s", "mfu", "checkpoint_blocking_s")
-                       or k.startswith("tokens/")})
+                       or k.startswith(("tokens/", "val_"))})
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        if self.writer is not None and (step % self.every == 0 or step == 1):
+        if self.writer is not None and (step % self.every == 0 or step == 1 or "val_loss" in record):
             import tensorflow as tf
 
             with self.writer.as_default(step=step):
@@ -169,13 +175,20 @@ class ProgressBar(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.total_steps, initial=self.start_step, unit="step", dynamic_ncols=True, mininterval=0.5)
+        self.bar = tqdm(
+            total=self.total_steps, initial=self.start_step, unit="step", dynamic_ncols=True, mininterval=0.5
+        )
 
     def on_train_batch_end(self, batch, logs=None):
         self.bar.update(1)
-        if (batch + 1) % self.every == 0:
+        if "val_loss" in logs:
+            self.validation = f"{logs['val_loss']:.3f}"
+        if (batch + 1) % self.every == 0 or "val_loss" in logs:
+            postfix = {"loss": f"{float(logs['loss']):.3f}"}
+            if getattr(self, "validation", None):
+                postfix["val_loss"] = self.validation
             self.bar.set_postfix(
-                loss=f"{float(logs['loss']):.3f}",
+                **postfix,
                 tok_s=f"{logs.get('tokens_per_s', 0):,.0f}",
                 mfu=f"{100 * logs.get('mfu', 0):.1f}%",
                 refresh=False,
@@ -191,6 +204,8 @@ class Checkpointer(keras.callbacks.Callback):
     Every process runs it: the data-stream positions of all processes are
     gathered into the checkpoint's meta, and each process saves its shards.
 
+    Also saves the step an early stop ends training on (`model.stop_training`).
+
     Args:
         store: the run's `checkpoint.Checkpoints`.
         tracker: the `TrackedBatches` feeding `fit`: gives the data-stream
@@ -198,9 +213,11 @@ class Checkpointer(keras.callbacks.Callback):
         start_step, total_steps: micro-batch counts.
         every: steps between checkpoints.
         nan_guard: the run's `NanGuard`.
+        meta: JSON saved with every checkpoint (e.g. where the frozen base came from).
+        validation: the run's `ValidationLoss`, whose `state()` is saved, or None.
     """
 
-    def __init__(self, store, tracker, start_step, total_steps, every, nan_guard):
+    def __init__(self, store, tracker, start_step, total_steps, every, nan_guard, meta=None, validation=None):
         super().__init__()
         self.store = store
         self.tracker = tracker
@@ -208,11 +225,14 @@ class Checkpointer(keras.callbacks.Callback):
         self.total_steps = total_steps
         self.every = every
         self.nan_guard = nan_guard
+        self.meta = dict(meta or {})
+        self.validation = validation
         self.last_saved = None
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.start_step + batch + 1
-        if self.nan_guard.bad_step is None and (step % self.every == 0 or step == self.total_steps):
+        due = step % self.every == 0 or step == self.total_steps or self.model.stop_training
+        if self.nan_guard.bad_step is None and due:
             self.save(step)
             if logs is not None and self.store.timings:
                 logs["checkpoint_blocking_s"] = self.store.timings[-1][1]
@@ -225,9 +245,12 @@ class Checkpointer(keras.callbacks.Callback):
         snapshot = self.tracker.snapshot(step)
         gathered = multihost.allgather_json({"data": snapshot["data"], "tokens": snapshot["stream_tokens"]})
         meta = {
+            **self.meta,
             "data": merge_states([g["data"] for g in gathered]),
             "token_counts": total_token_counts(self.tracker.pipeline.names, [g["tokens"] for g in gathered]),
         }
+        if self.validation is not None:
+            meta["validation"] = self.validation.state()
         self.store.save(step, self.model, meta)
         self.last_saved = self.store.path(step)
         self.tracker.forget_before(step)

@@ -3,8 +3,12 @@
 Layout of `<checkpoint dir>/step_00000100/` (default `<run>/checkpoints`; a
 bucket such as `gs://bucket/run` works the same through etils paths)::
 
-    state/   every model and optimizer variable under its Keras path; each
-             process writes the shards it holds, nothing is gathered
+    state/   every model variable that training changes and every optimizer
+             variable, under its Keras path; each process writes the shards
+             it holds, nothing is gathered. Frozen weights (LoRA's base) are
+             not saved: a resumed run rebuilds them from where it started
+             (`init_from`), so a LoRA checkpoint holds the adapters and their
+             AdamW moments only
     meta/    JSON from process 0: step, the position of every data stream,
              token counts, Python/NumPy RNG states
 
@@ -20,6 +24,7 @@ checkpoint written on one mesh (2 processes x 2 devices) resumes on another
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -39,9 +44,11 @@ def _name_format():
 
 
 def _path(directory):
+    """An etils path; a local one made absolute (Orbax refuses relative checkpoint paths)."""
     from etils import epath
 
-    return epath.Path(directory)
+    directory = str(directory)
+    return epath.Path(directory if "://" in directory else os.path.abspath(directory))
 
 
 def list_checkpoints(directory):
@@ -76,15 +83,23 @@ def set_rng_state(state):
 
 
 def training_variables(model):
-    """`{key: variable}`: the model's weights (by Keras path) and its optimizer's variables.
+    """`{key: variable}`: what a checkpoint holds. The model's variables (by Keras path) except
+    frozen weights, and its optimizer's variables.
 
+    Frozen weights (not trainable, e.g. the base of a LoRA run) never change,
+    so they are rebuilt from the run's starting point instead of saved; the
+    model's other non-trainable variables (state such as RNG seeds) are saved.
     Optimizer variables are keyed `optimizer/<name>`: Keras names an optimizer
     `adam_w`, `adam_w_1`, … by how many were made in the process, which must
     not decide whether a checkpoint fits.
     """
     found = {}
     optimizer = model.optimizer
+    trainable = {id(v) for v in model.trainable_variables}
+    weights = {id(v) for v in model.weights}
     for variable in model.variables:
+        if id(variable) in weights and id(variable) not in trainable:
+            continue  # frozen
         found.setdefault(variable.path, variable)
     for variable in optimizer.variables:
         name = variable.path

@@ -22,10 +22,15 @@ DEVICES = {
 }
 
 
-def flops_per_token(config, sequence_length):
-    """Training FLOPs (forward + backward) per token at context `sequence_length`."""
+def flops_per_token(config, sequence_length, frozen_base=False):
+    """Training FLOPs (forward + backward) per token at context `sequence_length`.
+
+    `frozen_base` (LoRA): the backward pass computes no gradients for the
+    frozen kernels, only for their inputs: 4 N instead of 6 N (the adapters'
+    own FLOPs, under 1% of N at the ranks LoRA uses, are left out).
+    """
     attention = 12 * config["num_layers"] * config["hidden_dim"] * sequence_length
-    return 6 * matmul_params(config) + attention
+    return (4 if frozen_base else 6) * matmul_params(config) + attention
 
 
 def device_name(device):

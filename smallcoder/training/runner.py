@@ -6,13 +6,15 @@
 
 Run folder (`recipe.output_dir` or `--output`)::
 
-    recipe.yaml        the resolved recipe
-    metrics.jsonl      one line per step: loss, learning rate, tokens/s, MFU, tokens per source
+    recipe.yaml        the resolved recipe, and what was loaded (weights, tokenizer, EOS)
+    metrics.jsonl      one line per step: loss, learning rate, tokens/s, MFU, tokens per source;
+                       validation loss and perplexity at the steps that evaluate them
     tensorboard/       the same as TensorBoard scalars
     checkpoints/       step_XXXXXXXX/ (see `checkpoint`), the newest `checkpoint.keep`
                        (`checkpoint.dir` puts them elsewhere, e.g. a gs:// bucket)
     model/             the final Keras preset (what the next stage's `init_from` loads)
     hf/                the final Hugging Face export
+    adapters.lora.h5   with `model.lora`: the adapters alone (model/ and hf/ have them merged)
     summary.json
 
 With several JAX processes (a TPU pod slice, a GPU cluster, or CPU processes
@@ -31,6 +33,7 @@ import shutil
 import statistics
 import time
 
+import numpy as np
 import yaml
 
 from smallcoder import distribution as distribution_lib
@@ -44,12 +47,46 @@ class TrainingError(RuntimeError):
     """A run that cannot go on (NaN loss, bad resume, …), with what to do."""
 
 
-def backbone_config(recipe, init_dir):
-    """The backbone config the run will build, read without building it."""
-    from smallcoder.models.presets import is_keras_preset, preset_config
+def backbone_config(recipe, source=None):
+    """The backbone config the run will build, read without building it.
 
-    from_init = init_dir and is_keras_preset(init_dir)
-    return preset_config(init_dir if from_init else recipe["model.preset"])
+    `source`: the local model source (`resolve_model_source`); default the
+    recipe's `model.preset`. A Keras preset folder and a Hugging Face folder
+    are read from their `config.json`.
+    """
+    from smallcoder.models.presets import preset_config
+
+    try:
+        return preset_config(source or recipe["model.preset"])
+    except ValueError as e:
+        key = "init_from" if recipe.init_from_dir() else "model.preset"
+        raise TrainingError(f"{recipe.where(key)}: {key}: {e}") from e
+
+
+def resolve_model_source(recipe, echo, resuming=False):
+    """The local model source of the run: a preset name or folder; a Hub id is downloaded here
+    (offline: a one-line error within seconds). A stage folder missing with `--demo` falls back
+    to `model.preset` (a fresh run says so)."""
+    from smallcoder.models.presets import is_hub_id
+
+    source = recipe.model_source()
+    stage = recipe.init_from_stage()
+    if stage and not os.path.isdir(source):  # only with --demo (check_init_from raises otherwise)
+        if not resuming:
+            echo(f"model: no demo checkpoint of stage {stage!r} at {source} (run `smallcoder recipe run {stage} "
+                 "--demo` first to chain stages); starting from scratch.")
+        return recipe["model.preset"]
+    if is_hub_id(source):
+        from smallcoder.convert.hub import resolve_folder
+
+        try:
+            folder = resolve_folder(source)
+        except OSError as e:
+            key = "init_from" if recipe.init_from_dir() else "model.preset"
+            raise TrainingError(f"{recipe.where(key)}: {key}: {e}") from e
+        echo(f"model: {source} from the Hugging Face Hub, in {folder}")
+        return folder
+    return source
 
 
 def make_distribution(recipe, config, echo):
@@ -84,41 +121,79 @@ def make_distribution(recipe, config, echo):
     return distribution
 
 
-def load_model(recipe, init_dir, echo, resuming=False):
-    """`SmallCoderCausalLM` from `init_dir` (previous stage) or the recipe's preset.
+def load_model(recipe, source, echo, resuming=False):
+    """`SmallCoderCausalLM` from `source` (see `resolve_model_source`), with the run's tokenizer.
 
-    `resuming`: the weights will come from a checkpoint; say so instead of
-    describing a fresh start.
+    `resuming`: the weights will come from a checkpoint (with LoRA, all but
+    the frozen base); say so instead of describing a fresh start.
     """
-    from smallcoder.models.causal_lm import SmallCoderCausalLM
-    from smallcoder.models.presets import is_keras_preset
+    from smallcoder.models.presets import PRESETS, is_hf_folder, load_causal_lm
 
     dtype, remat = recipe["model.dtype"], recipe.remat
     if remat:
         echo(f"model: remat {remat} (each decoder block recomputed in the backward pass)")
-    if init_dir and is_keras_preset(init_dir):
-        if not resuming:
-            echo(f"model: initialised from {init_dir}")
-        lm = SmallCoderCausalLM.from_preset(init_dir, dtype=dtype, remat=remat)
-    else:
-        if init_dir and not resuming:  # only reachable with --demo (check_init_from raises otherwise)
-            stage = recipe["init_from"]
-            echo(f"model: no demo checkpoint of stage {stage!r} at {init_dir} (run "
-                 f"`smallcoder recipe run {stage} --demo` first to chain stages); "
-                 f"starting from scratch.")
-        if not resuming:
-            echo(f"model: fresh {recipe['model.preset']} weights (seed {recipe['training.seed']})")
-        lm = SmallCoderCausalLM.from_preset(recipe["model.preset"], dtype=dtype, remat=remat)
-    if recipe["model.tokenizer"]:
-        from smallcoder.tokenizer import SmallCoderTokenizer
+    if not resuming or recipe.lora_rank:
+        if source in PRESETS:
+            echo(f"model: fresh {source} weights (seed {recipe['training.seed']})")
+        else:
+            kind = "Hugging Face folder" if is_hf_folder(source) else "Keras preset"
+            echo(f"model: {'frozen base ' if resuming else ''}initialised from {source} ({kind})")
+    try:
+        lm = load_causal_lm(source, dtype=dtype, remat=remat)
+    except (OSError, ValueError) as e:
+        key = "init_from" if recipe.init_from_dir() else "model.preset"
+        raise TrainingError(f"{recipe.where(key)}: {key}: {e}") from e
+    lm.tokenizer = run_tokenizer(recipe, lm.tokenizer, lm.backbone.vocabulary_size)
+    return lm
 
-        lm.tokenizer = SmallCoderTokenizer(recipe["model.tokenizer"])
-    if lm.tokenizer is None:
+
+def run_tokenizer(recipe, checkpoint_tokenizer, vocabulary_size):
+    """The run's tokenizer: the checkpoint's, unless the recipe sets `model.tokenizer` (a
+    tokenizer.json or a folder: its EOS from `tokenizer_config.json`) or `model.eos_token`."""
+    from smallcoder.convert.hf import folder_tokenizer
+    from smallcoder.tokenizer import SmallCoderTokenizer
+
+    path, eos = recipe["model.tokenizer"], recipe["model.eos_token"]
+    key = "model.eos_token" if eos else "model.tokenizer"
+    try:
+        tokenizer = checkpoint_tokenizer
+        if path:
+            tokenizer = folder_tokenizer(path) if os.path.isdir(path) else SmallCoderTokenizer(path)
+        if tokenizer is not None and eos:
+            tokenizer = SmallCoderTokenizer(tokenizer.backend, eos_token=eos)
+    except (OSError, ValueError) as e:
+        raise TrainingError(f"{recipe.where(key)}: {key}: {e}") from e
+    if tokenizer is None:
         raise TrainingError(
-            f"{recipe.where('model.tokenizer')}: model.tokenizer: {recipe['model.preset']} comes without a "
+            f"{recipe.where('model.tokenizer')}: model.tokenizer: {recipe.model_source()} comes without a "
             "tokenizer; set model.tokenizer to the StarCoder tokenizer.json (or a folder holding one)."
         )
-    return lm
+    if tokenizer.vocab_size > vocabulary_size:
+        raise TrainingError(
+            f"{recipe.where('model.tokenizer')}: model.tokenizer: the tokenizer has {tokenizer.vocab_size:,} "
+            f"tokens but the model only {vocabulary_size:,} embeddings.")
+    return tokenizer
+
+
+def _write_recipe(recipe, run_dir, source, tokenizer):
+    """`<run>/recipe.yaml`: the resolved recipe, with the tokenizer and EOS the run loaded filled in."""
+    from smallcoder.models.presets import PRESETS
+
+    config = recipe.ordered_config()
+    config["model"] = dict(config["model"])
+    from_folder = source not in PRESETS and not recipe["model.tokenizer"]
+    if from_folder:
+        config["model"]["tokenizer"] = source
+    config["model"]["eos_token"] = tokenizer.eos_token
+    where = recipe["model.tokenizer"] or (source if from_folder else f"the built-in {source} preset's")
+    header = (f"# This run loaded: weights {'fresh ' + source if source in PRESETS else 'from ' + source}; "
+              f"tokenizer {where} ({tokenizer.vocab_size:,} tokens); EOS {tokenizer.eos_token!r} "
+              f"(id {tokenizer.eos_token_id}).\n")
+    if recipe.data_files:
+        header += f"# --data {' '.join(recipe.data_files)}: data.sources below.\n"
+    with open(os.path.join(run_dir, "recipe.yaml"), "w") as f:
+        f.write(header)
+        yaml.safe_dump(config, f, sort_keys=False)
 
 
 def check_backend(recipe):
@@ -234,16 +309,18 @@ def run_stage(recipe, *, resume=False, output_dir=None, echo=print):
     found = _prepare_run_dir(recipe, run_dir, checkpoints_dir, resume, echo)
     # Before the model is built or the run folder made: a source that cannot be
     # opened (offline hub, a wrong path) stops the run in one line.
-    check_sources_open(recipe["data"], demo=recipe.demo)
+    check_sources_open(recipe["data"], demo=recipe.demo_data)
+    from smallcoder.training.validation import validation_problem
+
+    no_validation = validation_problem(recipe)
+    if no_validation is None:
+        check_sources_open(recipe["data"], demo=recipe.demo_data, split="validation")
+    source = resolve_model_source(recipe, echo, resuming=found is not None)  # downloads a Hub id
+    config = backbone_config(recipe, source)
     os.makedirs(run_dir, exist_ok=True)
-    if primary:
-        with open(os.path.join(run_dir, "recipe.yaml"), "w") as f:
-            yaml.safe_dump(recipe.ordered_config(), f, sort_keys=False)
 
     enable_compilation_cache()
     keras.utils.set_random_seed(recipe["training.seed"])
-    init_dir = recipe.init_from_dir()
-    config = backbone_config(recipe, init_dir)
     distribution = make_distribution(recipe, config, echo)
     if multihost.process_count() > 1:
         for line in multihost.describe_topology(distribution_lib.mesh_shape(distribution),
@@ -252,7 +329,7 @@ def run_stage(recipe, *, resume=False, output_dir=None, echo=print):
     store = checkpoint.Checkpoints(checkpoints_dir, keep=recipe["checkpoint.keep"])
     try:
         with distribution.scope() if distribution else contextlib.nullcontext():
-            lm, summary = _train(recipe, run_dir, init_dir, config, distribution, store, found, echo)
+            lm, summary = _train(recipe, run_dir, source, config, distribution, store, found, no_validation, echo)
         waited = store.wait()
         summary["checkpoint_save_s"] = _save_timings(store, waited)
         weights = _gather_weights(lm)  # fsdp shards from every process
@@ -261,8 +338,7 @@ def run_stage(recipe, *, resume=False, output_dir=None, echo=print):
     multihost.shutdown()  # process 0 carries on alone with the gathered weights
     if not primary:
         return None
-    if weights is not None:
-        lm = _local_copy(lm, weights)
+    lm = _final_model(recipe, lm, weights, run_dir, summary, echo)
     _save_preset(lm, summary["model"], echo)
     summary["hf"] = _export_hf(recipe, lm, run_dir, echo)
     summary["sample"] = _sample(recipe, lm, echo)
@@ -285,26 +361,57 @@ def _save_timings(store, waited):
 
 
 def _gather_weights(lm):
-    """Every weight of `lm` as numpy on every process (a collective), or None with one process."""
+    """`{path: numpy}` of every weight of `lm` on every process (a collective), or None with one
+    process."""
     if multihost.process_count() == 1:
         return None
-    return [multihost.gather_to_host(v.value) for v in lm.weights]
+    return {v.path: multihost.gather_to_host(v.value) for v in lm.weights}
+
+
+def _final_model(recipe, lm, weights, run_dir, summary, echo):
+    """The model to export: `lm` itself, or (several processes; LoRA) a local plain copy.
+
+    With LoRA the copy has the adapters merged into its kernels, and the
+    adapters alone are written to `<run>/adapters.lora.h5` first.
+    """
+    from smallcoder.training import lora
+
+    found = lora.adapters(lm.backbone)
+    if weights is None and not found:
+        return lm
+    import keras
+
+    values = weights or {v.path: keras.ops.convert_to_numpy(v.value) for v in lm.weights}
+    config = lm.backbone.get_config()
+    if found:
+        path = os.path.join(run_dir, lora.ADAPTERS_FILE)
+        lora.write_adapters(config, values, found, recipe.lora_rank, recipe["model.lora.targets"], path)
+        summary["lora"]["adapters"] = path
+        echo(f"saved: {path} (the adapters alone: keras-hub load_lora_weights on the base model)")
+        values = lora.merge(values, found)
+    return _local_copy(lm, values)
 
 
 def _local_copy(lm, values):
-    """`lm` rebuilt on this process's devices alone, holding `values` (see `_gather_weights`)."""
+    """A plain `SmallCoderCausalLM` of `lm`'s config on this process's devices alone, holding
+    `values` (`{path: array}`)."""
     from smallcoder.models.backbone import SmallCoderBackbone
     from smallcoder.models.causal_lm import SmallCoderCausalLM
 
     local = SmallCoderCausalLM(SmallCoderBackbone.from_config(lm.backbone.get_config()),
                                tokenizer=lm.tokenizer)
-    local.set_weights(values)
+    for variable in local.weights:
+        variable.assign(values[variable.path])
     return local
 
 
-def _train(recipe, run_dir, init_dir, config, distribution, store, found, echo):
-    """Build, restore and `fit`; return `(lm, summary)` (the summary without exports)."""
+def _train(recipe, run_dir, source, config, distribution, store, found, no_validation, echo):
+    """Build, restore and `fit`; return `(lm, summary)` (the summary without exports).
+
+    `no_validation`: why the run has no validation split (`validation_problem`), or None.
+    """
     from smallcoder.data.streams import StreamBatches
+    from smallcoder.training import lora
     from smallcoder.training.batches import TrackedBatches
     from smallcoder.training.callbacks import (
         Checkpointer,
@@ -318,9 +425,19 @@ def _train(recipe, run_dir, init_dir, config, distribution, store, found, echo):
     from smallcoder.training.flops import flops_per_token, peak_flops
     from smallcoder.training.metrics import compile_for_training
     from smallcoder.training.optimizer import build_optimizer
+    from smallcoder.training.validation import ValidationLoss, ValidationSet
 
     primary = multihost.is_primary()
-    lm = load_model(recipe, init_dir, echo, resuming=found is not None)
+    lm = load_model(recipe, source, echo, resuming=found is not None)
+    if primary:
+        _write_recipe(recipe, run_dir, source, lm.tokenizer)
+    params = lm.backbone.count_params()
+    if recipe.lora_rank:
+        alpha, targets = recipe["model.lora.alpha"], recipe["model.lora.targets"]
+        lora.enable(lm.backbone, recipe.lora_rank, alpha, targets)
+        trainable = sum(int(np.prod(v.shape)) for v in lm.trainable_variables)
+        echo(f"lora: rank {recipe.lora_rank}, alpha {alpha or recipe.lora_rank} on {', '.join(targets)}: "
+             f"{trainable:,} trainable parameters; the other {params:,} are frozen")
     optimizer = build_optimizer(recipe, lm.trainable_variables)
     compile_for_training(lm, optimizer, microbatches=recipe["training.microbatches"])
 
@@ -331,14 +448,14 @@ def _train(recipe, run_dir, init_dir, config, distribution, store, found, echo):
         rows = distribution_lib.process_rows(distribution, recipe.micro_batch, seq_len)
     except ValueError as e:
         raise TrainingError(str(e)) from e
+    stream_args = dict(sequence_length=seq_len, micro_batch=recipe.micro_batch, num_streams=recipe.data_streams,
+                       rows=rows, seed=recipe["training.seed"], demo=recipe.demo_data)
     try:
-        batches = StreamBatches(
-            recipe["data"], lm.tokenizer, sequence_length=seq_len, micro_batch=recipe.micro_batch,
-            num_streams=recipe.data_streams, rows=rows, seed=recipe["training.seed"], demo=recipe.demo,
-        )
+        batches = StreamBatches(recipe["data"], lm.tokenizer, **stream_args)
     except ValueError as e:
         raise TrainingError(f"{recipe.where('training.data_streams')}: training.data_streams: {e}") from e
-    start_step = 0
+    start_step, state = 0, {}
+    base = {"model_source": recipe.model_source()} if recipe.lora_rank else {}
     if found is not None:
         start_step, path = found
         try:
@@ -347,6 +464,11 @@ def _train(recipe, run_dir, init_dir, config, distribution, store, found, echo):
         except ValueError as e:
             raise TrainingError(f"Cannot resume from {path}: {e} Resume with the recipe and --set "
                                 "values of that run, or start a new run with --output.") from e
+        if base and state.get("model_source") != base["model_source"]:
+            raise TrainingError(
+                f"Cannot resume from {path}: its adapters were trained on the frozen base "
+                f"{state.get('model_source')!r}, and this run starts from {base['model_source']!r}. Resume "
+                "with the init_from of that run.")
         echo(f"resume: step {start_step} of {total_steps} from {path} (weights, optimizer, data "
              f"position)")
     tracker = TrackedBatches(batches, start_step)
@@ -357,8 +479,7 @@ def _train(recipe, run_dir, init_dir, config, distribution, store, found, echo):
     peak, peak_source = peak_flops()
     if peak_source.startswith("measured"):
         devices = multihost.process_count()  # the host matmul already used every core of a host
-    fpt = flops_per_token(config, seq_len)
-    params = lm.backbone.count_params()
+    fpt = flops_per_token(config, seq_len, frozen_base=bool(recipe.lora_rank))
     echo(f"model: {params:,} parameters, {fpt / 1e6:,.1f} MFLOP per token; peak "
          f"{peak / 1e12:,.3f} TFLOP/s x {devices} ({peak_source})")
     d = recipe.derived()
@@ -370,19 +491,36 @@ def _train(recipe, run_dir, init_dir, config, distribution, store, found, echo):
     nan_guard = NanGuard(start_step)
     throughput = Throughput(recipe.micro_batch * seq_len, fpt, peak * devices)
     tokens = TokenAccounting(tracker, start_step)
+    validation = None
+    if no_validation is None:
+        validation_set = ValidationSet(recipe["data"], lm.tokenizer, **stream_args,
+                                       max_batches=recipe["eval.validation_batches"])
+        every = recipe["eval.every_steps"]
+        validation = ValidationLoss(validation_set, start_step, total_steps,
+                                    every * accumulation if every else total_steps, nan_guard, throughput,
+                                    patience=recipe["eval.early_stop_patience"], state=state.get("validation"))
+        echo(f"validation: {len(validation_set)} batch(es), {int(validation_set.tokens):,} target tokens; "
+             f"{f'every {every} steps and ' if every else ''}at the end"
+             + (f"; early stop after {recipe['eval.early_stop_patience']} evaluation(s) without improvement"
+                if recipe["eval.early_stop_patience"] else ""))
+    else:
+        echo(f"validation: none ({no_validation})")
     checkpointer = Checkpointer(store, tracker, start_step, total_steps,
-                                recipe["checkpoint.every_steps"] * accumulation, nan_guard)
-    callbacks = [nan_guard, throughput, tokens, checkpointer]  # every process, in this order
-    if primary:
+                                recipe["checkpoint.every_steps"] * accumulation, nan_guard, meta=base,
+                                validation=validation)
+    callbacks = [nan_guard, throughput, tokens] + ([validation] if validation else []) + [checkpointer]
+    if primary:  # every process runs the callbacks above, in this order
         metrics_log = MetricsLog(run_dir, start_step, _learning_rate_fn(recipe),
                                  every=recipe["logging.every_steps"], tensorboard=recipe["logging.tensorboard"])
         callbacks += [metrics_log, ProgressBar(total_steps, start_step, recipe["logging.every_steps"])]
+    stopped = (state.get("validation") or {}).get("stopped_at")
     with batches:
-        if start_step < total_steps:
+        if start_step < total_steps and not stopped:
             lm.fit(tracker.generator(), steps_per_epoch=total_steps - start_step, epochs=1,
                    verbose=0, shuffle=False, callbacks=callbacks)
         else:
-            echo("resume: the last checkpoint is the final step; nothing left to train.")
+            echo(f"resume: the run stopped early at step {stopped} (validation loss); nothing left to train."
+                 if stopped else "resume: the last checkpoint is the final step; nothing left to train.")
             if primary:
                 metrics_log.on_train_end()
     if nan_guard.bad_step is not None:
@@ -394,24 +532,37 @@ def _train(recipe, run_dir, init_dir, config, distribution, store, found, echo):
             "Lower optimizer.learning_rate or optimizer.clipnorm, check the data, then rerun with --resume."
         )
     sync_state(lm)
+    history = validation.state() if validation else {}
+    trained = history.get("stopped_at") or total_steps
+    if history.get("stopped_at"):
+        echo(f"early stop: at step {trained}, the validation loss has not improved for "
+             f"{history['evals_since_best']} evaluation(s) (best {history['best_loss']:.4f} at step "
+             f"{history['best_step']})")
 
     model_dir = os.path.join(run_dir, "model")
     summary = {
         "stage": recipe.name,
         "demo": recipe.demo,
-        "steps": total_steps,
+        "steps": trained,
         "resumed_from": start_step or None,
         "processes": multihost.process_count(),
-        "tokens": total_steps * recipe.micro_batch * seq_len,
+        "tokens": trained * recipe.micro_batch * seq_len,
         "tokens_per_source": tokens.counts,
         "tokens_per_s": round(statistics.median(throughput.tokens_per_s)) if throughput.tokens_per_s else None,
         "mfu": None,
         "checkpoint": checkpointer.last_saved or (store.latest() or (None, None))[1],
         "model": model_dir,
+        "validation": None,
+        "lora": None,
     }
+    if recipe.lora_rank:
+        summary["lora"] = {"rank": recipe.lora_rank, "alpha": recipe["model.lora.alpha"] or recipe.lora_rank,
+                           "targets": list(recipe["model.lora.targets"]),
+                           "trainable_parameters": sum(int(np.prod(v.shape)) for v in lm.trainable_variables)}
     if primary:
         summary.update(first_loss=_first_loss(run_dir), last_loss=_last_losses(run_dir)[-1],
                        last_loss_mean10=round(statistics.fmean(_last_losses(run_dir)), 4))
+        summary["validation"] = _last_validation(run_dir, history)
     if summary["tokens_per_s"]:
         summary["mfu"] = round(summary["tokens_per_s"] * fpt / (peak * devices), 4)
     return lm, summary
@@ -426,6 +577,22 @@ def _first_loss(run_dir):
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         line = f.readline()
     return json.loads(line)["loss"] if line else None
+
+
+def _last_validation(run_dir, history):
+    """`{"step", "loss", "perplexity", "best_loss", "best_step", "stopped_at"}` of the last
+    validation in metrics.jsonl, or None."""
+    last = None
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            record = json.loads(line)
+            if "val_loss" in record:
+                last = record
+    if last is None:
+        return None
+    return {"step": last["step"], "loss": last["val_loss"], "perplexity": last["val_perplexity"],
+            "best_loss": history.get("best_loss"), "best_step": history.get("best_step"),
+            "stopped_at": history.get("stopped_at")}
 
 
 def _last_losses(run_dir, count=10):
@@ -502,6 +669,15 @@ def format_summary(summary):
     if summary["first_loss"] is not None:
         lines.append(f"   loss    first {summary['first_loss']:.4f} -> last {summary['last_loss']:.4f} "
                      f"(mean of the last 10 steps {summary['last_loss_mean10']:.4f})")
+    validation = summary.get("validation")
+    if validation:
+        lines.append(f"   valid.  loss {validation['loss']:.4f} (perplexity {validation['perplexity']:,.2f}) at step "
+                     f"{validation['step']:,}"
+                     + (f"; stopped early (best {validation['best_loss']:.4f} at step {validation['best_step']:,})"
+                        if validation.get("stopped_at") else ""))
+    if summary.get("lora"):
+        lines.append(f"   lora    rank {summary['lora']['rank']}: {summary['lora']['trainable_parameters']:,} "
+                     "trained parameters, merged into model and hf")
     if summary["tokens_per_s"]:
         lines.append(f"   speed   {summary['tokens_per_s']:,} tokens/s, MFU {100 * summary['mfu']:.1f}%")
     saves = summary.get("checkpoint_save_s")
@@ -515,4 +691,6 @@ def format_summary(summary):
     for key in ("checkpoint", "model", "hf"):
         if summary.get(key):
             lines.append(f"   {key:<7} {summary[key]}")
+    if (summary.get("lora") or {}).get("adapters"):
+        lines.append(f"   adapter {summary['lora']['adapters']}")
     return "\n".join(lines)

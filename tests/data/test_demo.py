@@ -12,7 +12,10 @@ def test_validation_is_held_out_and_disjoint():
 
 
 def test_sft_function_instruction():
-    source = 'def clamp(x, lo=0, hi=1):\n    """Return x limited to [lo, hi].\n\n    More text."""\n    return max(lo, min(hi, x))\n\ndef _private():\n    """Hidden helper function."""\n'
+    source = (
+        'def clamp(x, lo=0, hi=1):\n    """Return x limited to [lo, hi].\n\n    More text."""\n'
+        '    return max(lo, min(hi, x))\n\ndef _private():\n    """Hidden helper function."""\n'
+    )
     import ast
 
     pairs = demo.function_instructions(source, ast.parse(source))

@@ -113,3 +113,32 @@ def test_a_save_killed_half_way_is_never_found(tmp_path):
         store.close()
         np.testing.assert_array_equal(np.asarray(restored["state"]["w"]),
                                       np.arange(64 * 2**20, dtype=np.float32))
+
+
+@pytest.mark.jax_only
+def test_a_checkpoint_saved_on_a_4x2_mesh_restores_on_one_device(tmp_path):
+    """The run's own layout is asked for at restore: a sharded checkpoint reshards (here to no sharding)."""
+    if keras.config.backend() != "jax":
+        pytest.skip("meshes: JAX only")
+    from smallcoder.distribution import make_distribution
+    from smallcoder.models.presets import preset_config
+
+    with make_distribution(preset_config("smallcoder_test"), "fsdp_tensor", "4x2").scope():
+        sharded = _model()
+        rng = np.random.default_rng(1)
+        for v in checkpoint.training_variables(sharded).values():
+            if v.shape:
+                v.assign(rng.standard_normal(v.shape).astype(v.dtype))
+        want = {k: keras.ops.convert_to_numpy(v.value) for k, v in checkpoint.training_variables(sharded).items()}
+        assert any(len(v.value.sharding.device_set) == 8 for v in sharded.trainable_variables)
+        store = checkpoint.Checkpoints(tmp_path, keep=1)
+        store.save(3, sharded, {})
+        store.close()
+
+    alone = _model()
+    store = checkpoint.Checkpoints(tmp_path, keep=1)
+    store.restore(3, alone)
+    store.close()
+    for key, v in checkpoint.training_variables(alone).items():
+        assert len(v.value.sharding.device_set) == 1, key
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(v.value), want[key], err_msg=key)

@@ -126,6 +126,24 @@ def test_plan_of_the_303m_model():
         plan(recipe, config, (16, 1), "tpu-v4", hosts=3)
 
 
+def test_plan_with_lora_keeps_gradients_and_optimizer_state_for_the_adapters_only():
+    from smallcoder.plan import format_plan, plan
+    from smallcoder.training.runner import backbone_config
+
+    full_recipe = load_recipe("sft", check_init=False)
+    recipe = load_recipe("sft", overrides=["model.lora.rank=8"], check_init=False)
+    config = backbone_config(recipe)
+    full, lora = plan(full_recipe, config, (8, 1), "tpu-v4"), plan(recipe, config, (8, 1), "tpu-v4")
+    adapters = 2_396_160  # 24 layers x (query + value) x (a (768, 8, 8) + b (8, 96))
+    assert lora["trained_parameters"] == adapters and full["trained_parameters"] == 302_027_520
+    m = lora["memory"]
+    assert m["parameters"] == pytest.approx(4 * (302_027_520 + adapters) / 8)
+    assert m["gradients"] == pytest.approx(4 * adapters / 8) and m["optimizer"] == pytest.approx(8 * adapters / 8)
+    assert m["activations"] == full["memory"]["activations"] and m["total"] < full["memory"]["total"]
+    assert lora["flops"] < full["flops"]  # no weight gradients for the frozen kernels
+    assert "lora              rank 8 on query, value: 2,396,160 trained parameters (0.79%)" in format_plan(lora)
+
+
 def test_recipe_run_all_demo_chains_the_stages(tmp_path):
     from click.testing import CliRunner
 
