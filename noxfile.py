@@ -4,7 +4,8 @@
 suite once per Keras backend (jax, tensorflow, torch); `nox -s "tests(backend='jax')"`
 runs one. The three runs share one virtual
 environment (`.nox/test-env`), installed once and reused while `pyproject.toml`
-is unchanged: the dependencies are the same, only `KERAS_BACKEND` differs.
+is unchanged: the dependencies are the same, only `KERAS_BACKEND` differs
+(the native decoding kernels are compiled again when their C++ sources change).
 """
 
 import hashlib
@@ -26,6 +27,10 @@ def _test_env(session):
     python = env / "bin" / "python"
     stamp = env / ".installed"
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    # The editable install compiles the native decoding kernels in place; a
+    # changed C++ source needs them compiled again (the dependencies stay).
+    native_stamp = env / ".native"
+    native = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((ROOT / "smallcoder" / "native").iterdir())))
     if not (python.exists() and stamp.exists() and stamp.read_text() == wanted):
         session.run(sys.executable, "-m", "venv", "--clear", str(env), external=True)
         pip = [str(python), "-m", "pip", "install", "--quiet"]
@@ -33,6 +38,10 @@ def _test_env(session):
         session.run(*pip, "torch==2.13.0", external=True)
         session.run(*pip, "-e", f"{ROOT}[test]", external=True)
         stamp.write_text(wanted)
+        native_stamp.write_text(native.hexdigest())
+    if not native_stamp.exists() or native_stamp.read_text() != native.hexdigest():
+        session.run(str(python), "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(ROOT), external=True)
+        native_stamp.write_text(native.hexdigest())
     return env
 
 

@@ -6,8 +6,6 @@ checks each against the installed versions (pyproject.toml pins the ranges
 CI tests). Imports are lazy: nothing here loads Keras or JAX on import.
 """
 
-import copy
-
 
 class UpstreamChanged(RuntimeError):
     """A private API smallcoder relies on is missing or behaves differently."""
@@ -130,31 +128,14 @@ def jax_coordination_client():
     return client
 
 
-def sampler_stopping_at(sampler, end_index):
-    """A shallow copy of a keras-hub sampler whose decoding loop also ends at `end_index`.
+def sampler_run_loop(sampler, cond, body, model, loop_vars, maximum_iterations):
+    """`ops.while_loop(cond, body, loop_vars)` as a keras-hub sampler runs its decoding loop.
 
-    keras-hub samplers loop to the end of the (length-bucketed) buffer; the
-    tokens past `end_index` would be computed and thrown away. Private:
-    `Sampler.run_loop(cond, body, model, loop_vars, maximum_iterations)`
-    with loop variables `(prompt, cache, index, mask)`.
+    On JAX the sampler's `run_loop` threads the model's and the sampler's
+    variables (a random sampler's seed) through the loop as stateless state;
+    `generate_step` uses it with its own loop body. Private:
+    `Sampler.run_loop(cond, body, model, loop_vars, maximum_iterations)`.
     """
-    from keras import ops
-
     if not hasattr(sampler, "run_loop"):
         raise _changed("Sampler.run_loop", "keras-hub", "no such method")
-    bounded = copy.copy(sampler)
-    run_loop = sampler.run_loop
-
-    def bounded_run_loop(cond, body, model=None, loop_vars=None, maximum_iterations=None):
-        if loop_vars is None or len(loop_vars) != 4:
-            raise _changed("Sampler.run_loop's loop_vars (prompt, cache, index, mask)", "keras-hub",
-                           f"got {None if loop_vars is None else len(loop_vars)} loop variables")
-
-        def bounded_cond(*loop_vars):
-            return ops.logical_and(cond(*loop_vars), ops.less(loop_vars[2], end_index))
-
-        return run_loop(bounded_cond, body, model=model, loop_vars=loop_vars,
-                        maximum_iterations=maximum_iterations)
-
-    bounded.run_loop = bounded_run_loop
-    return bounded
+    return sampler.run_loop(cond, body, model=model, loop_vars=loop_vars, maximum_iterations=maximum_iterations)

@@ -114,24 +114,24 @@ def test_jax_backends_initialized_turns_true_when_jax_starts():
     assert out.stdout.split() == ["False", "False", "True"]
 
 
-def test_sampler_stopping_at_ends_the_decoding_loop_there():
-    vocabulary, length = 11, 10
+def test_sampler_run_loop_runs_a_decoding_loop_with_the_samplers_state():
+    def cond(prompt, index):
+        return ops.less(index, 5)
 
-    def next(prompt, cache, index):  # always predicts token 7
-        logits = ops.one_hot(ops.full((ops.shape(prompt)[0],), 7, "int32"), vocabulary) * 10.0
-        return logits, None, cache
+    def body(prompt, index):  # writes the sampler's (random, seeded) choice at `index`
+        probabilities = ops.one_hot(ops.full((2,), 7, "int32"), 11)
+        token = ops.cast(sampler.get_next_token(probabilities), "int32")
+        return ops.slice_update(prompt, [0, index], token[:, None]), index + 1
 
-    prompt = np.zeros((2, length), "int32")
-    mask = np.zeros((2, length), "bool")
-    mask[:, :2] = True
-    bounded = compat.sampler_stopping_at(keras_hub.samplers.GreedySampler(), end_index=5)
-    out = ops.convert_to_numpy(bounded(next=next, prompt=prompt, cache=(), index=2, mask=mask))
-    np.testing.assert_array_equal(out, [[0, 0, 7, 7, 7, 0, 0, 0, 0, 0]] * 2)
-    unbounded = keras_hub.samplers.GreedySampler()  # the original is left as it was
-    out = ops.convert_to_numpy(unbounded(next=next, prompt=prompt, cache=(), index=2, mask=mask))
-    np.testing.assert_array_equal(out, [[0, 0] + [7] * 8] * 2)
+    sampler = keras_hub.samplers.RandomSampler(seed=0)
+    prompt = np.zeros((2, 10), "int32")
+    out, index = compat.sampler_run_loop(sampler, cond, body, model=None,
+                                         loop_vars=(prompt, ops.convert_to_tensor(2, "int32")),
+                                         maximum_iterations=8)
+    assert int(ops.convert_to_numpy(index)) == 5
+    np.testing.assert_array_equal(ops.convert_to_numpy(out), [[0, 0, 7, 7, 7, 0, 0, 0, 0, 0]] * 2)
     with pytest.raises(compat.UpstreamChanged, match="Sampler.run_loop"):
-        compat.sampler_stopping_at(object(), end_index=5)
+        compat.sampler_run_loop(object(), cond, body, model=None, loop_vars=(prompt, 2), maximum_iterations=8)
 
 
 @pytest.mark.jax_only

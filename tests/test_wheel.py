@@ -35,11 +35,11 @@ def installed(tmp_path_factory):
         pytest.skip(f"setuptools {version('setuptools')} here; building the wheel needs >= 77")
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"  # build from a copy, so the checkout gets no build/ or egg-info
-    source.mkdir()
+    source.mkdir()  # without the checkout's editable build of the extension: the wheel compiles its own
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     for name in ("smallcoder", "recipes"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     wheels = tmp / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "--wheel-dir", str(wheels), str(source)], check=True, capture_output=True)
@@ -105,3 +105,19 @@ def test_a_copied_stage_file_extends_the_installed_defaults(installed):
 def test_the_installed_wheel_ships_mbpp(installed):
     count = installed("python", "-c", "from smallcoder.eval import mbpp; print(len(mbpp.load_tasks()))")
     assert count.strip() == "500"
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_has_the_native_decoding_kernels(installed):
+    import platform
+
+    if platform.machine() != "x86_64" or not (shutil.which("c++") or shutil.which("g++")):
+        pytest.skip("the optional extension is built on x86-64 with a C++ compiler only")
+    out = installed("env", "KERAS_BACKEND=jax", "python", "-c",
+                    "from smallcoder.models import decode_kernels as k; "
+                    "print(k._extension_path()); print(k.unavailable_reason())").splitlines()
+    assert out[0].startswith(os.path.join(installed.site, "smallcoder", "_decode_kernels")), out
+    with open("/proc/cpuinfo") as f:
+        flags = f.read()
+    if " avx2" in flags and " fma" in flags:
+        assert out[1] == "None", out  # the kernels run: `smallcoder eval` and `generate` decode with them

@@ -1,4 +1,12 @@
-"""`bench_generate`: prompt and decode tokens/s, batch 1 and a batch, next to `transformers.generate`."""
+"""`bench_generate`: prefill, decoding and end-to-end tokens/s per case, next to
+`transformers.generate` and the machine's roofline.
+
+Cases: batch 1 (one prompt), a batch (prompts of half to full length) and,
+where it fits the context, the evaluation's shape (`EVAL_CASE`: 16 prompts of
+100..300 tokens, 512 new tokens, as HumanEval/MBPP batches run). Each case's
+roofline (`flops.generation_roofline`) uses the memory bandwidth and float32
+matmul peak measured in the same process before and after the timed runs.
+"""
 
 import tempfile
 
@@ -6,11 +14,15 @@ import numpy as np
 
 from smallcoder.bench import flops, peak, report
 
+# The evaluation's shape: prompts of 100..300 tokens, 512 new tokens, 16 rows.
+EVAL_CASE = {"prompts": 16, "shortest": 100, "longest": 300, "new_tokens": 512}
 
-def random_prompts(config, count, length=32, seed=0):
-    """`count` prompts of random token ids, lengths `length/2 .. length`."""
+
+def random_prompts(config, count, length=32, seed=0, shortest=None):
+    """`count` prompts of random token ids, lengths `shortest` (default `length/2`) .. `length`; the first longest."""
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(max(1, length // 2), length + 1, size=count)
+    shortest = max(1, length // 2) if shortest is None else shortest
+    lengths = rng.integers(shortest, length + 1, size=count)
     lengths[0] = length
     return [[int(t) for t in rng.integers(1, config["vocabulary_size"], size=n)] for n in lengths]
 
@@ -108,21 +120,49 @@ def format_quantization(r):
     return lines
 
 
-def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, repeats=2, vs_hf=False,
-                   quantize=None):
-    """Greedy generation figures for batch 1 and a batch of `num_prompts`, alternating with HF.
+def _padded_length(prompts):
+    """P, the prompt block `generate` runs (its prefill bucket)."""
+    from smallcoder.models.causal_lm import _PREFILL_BUCKET
 
-    Each (side, batch, length) combination is compiled/warmed up once
-    untimed, then timed `repeats` times; medians are reported. With
-    `vs_hf`, transformers gets the same weights (through
-    `smallcoder.convert.save_hf`, float32) and the greedy outputs are compared.
-    With `quantize="int8"` our side is the same model after Keras
-    `quantize("int8")` (HF stays float32), and the figures include its logit
-    error and greedy agreement vs the float32 model (`quantization_figures`).
+    longest = max(len(p) for p in prompts)
+    return -(-longest // _PREFILL_BUCKET) * _PREFILL_BUCKET
+
+
+def _cases(config, new_tokens, num_prompts, prompt_length, eval_case):
+    """`{label: (prompts, new_tokens)}`; the eval case only where it fits the context."""
+    prompts = random_prompts(config, num_prompts, prompt_length)
+    cases = {"batch_1": (prompts[:1], new_tokens), f"batch_{num_prompts}": (prompts, new_tokens)}
+    fits = EVAL_CASE["longest"] + EVAL_CASE["new_tokens"] <= config.get("max_sequence_length", 1024)
+    if eval_case and fits:
+        cases["eval"] = (random_prompts(config, EVAL_CASE["prompts"], EVAL_CASE["longest"], seed=1,
+                                        shortest=EVAL_CASE["shortest"]), EVAL_CASE["new_tokens"])
+    return cases
+
+
+def _limits():
+    """Measured memory bandwidth and float32 matmul peak (`peak`), now."""
+    return peak.memory_bandwidth(), peak.matmul_peak()
+
+
+def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, repeats=2, vs_hf=False,
+                   quantize=None, eval_case=True, decoding="auto"):
+    """Greedy generation figures per case, alternating with HF, against the roofline.
+
+    Each (side, case, 1 or all new tokens) call is compiled/warmed up once
+    untimed, then timed `repeats` times, the sides alternating; medians
+    are reported. Prefill figures come from the 1-new-token call, decoding
+    from the difference to the full call. With `vs_hf`, transformers gets
+    the same weights (through `smallcoder.convert.save_hf`, float32) and the
+    greedy outputs are compared. With `quantize` (`QUANTIZE_CHOICES`) our
+    side runs the weight-only int8 model (HF stays float32), and the figures
+    include its logit error and greedy agreement vs the float32 model
+    (`quantization_figures`). `decoding`: `"auto"`, `"native"` or `"xla"`
+    (`SmallCoderCausalLM.use_decoding`).
     """
     import keras
 
-    prompts = random_prompts(config, num_prompts, prompt_length)
+    limits_before = _limits()
+    cases = _cases(config, new_tokens, num_prompts, prompt_length, eval_case)
     causal_lm = build_decoder(config)
     tmp, hf_model = None, None
     if vs_hf:
@@ -130,21 +170,20 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
 
         tmp = tempfile.TemporaryDirectory()
         hf_model = hf_model_from_keras(causal_lm, tmp.name)
-    reference = None
+    reference = {}
     if quantize:
-        reference = {"logits": prompt_logits(causal_lm, prompts)[0],
-                     1: _ours(causal_lm, prompts[:1], new_tokens)(),
-                     num_prompts: _ours(causal_lm, prompts, new_tokens)()}
+        checked = [label for label in cases if label != "eval"]  # the eval case's float32 run is long
+        reference = {label: (prompt_logits(causal_lm, cases[label][0])[0],
+                             _ours(causal_lm, *cases[label])()) for label in checked}
         causal_lm.quantize_for_generation(quantize)
-    work = {("ours", 1): prompts[:1], ("ours", num_prompts): prompts}
+    causal_lm.use_decoding(decoding)
     runners = {}
-    for (side, batch), ps in work.items():
-        runners[(side, batch, 1)] = _ours(causal_lm, ps, 1)
-        runners[(side, batch, new_tokens)] = _ours(causal_lm, ps, new_tokens)
-    if vs_hf:
-        for batch in (1, num_prompts):
-            runners[("hf", batch, 1)] = hf_generate(hf_model, prompts[:batch], 1)
-            runners[("hf", batch, new_tokens)] = hf_generate(hf_model, prompts[:batch], new_tokens)
+    for label, (prompts, new) in cases.items():
+        runners[("ours", label, 1)] = _ours(causal_lm, prompts, 1)
+        runners[("ours", label, new)] = _ours(causal_lm, prompts, new)
+        if vs_hf:
+            runners[("hf", label, 1)] = hf_generate(hf_model, prompts, 1)
+            runners[("hf", label, new)] = hf_generate(hf_model, prompts, new)
 
     outputs, times = {}, {key: [] for key in runners}
     for key, run in runners.items():  # warm up / compile every shape once
@@ -154,41 +193,68 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
             times[key] += report.timed_calls(run, 1)
     if tmp is not None:
         tmp.cleanup()
+    limits_after = _limits()
 
-    bandwidth = peak.memory_bandwidth()
+    bandwidth = max((limits_before[0], limits_after[0]), key=lambda m: m["bytes_per_s"])
+    matmul = max((limits_before[1], limits_after[1]), key=lambda m: m["flops_per_s"])
+    weight_bytes = {
+        "ours": flops.decode_bytes_per_token(config, 1.0 if quantize else 4.0,
+                                             4.0 if quantize == "int8-blocks" else None),
+        "hf": flops.decode_bytes_per_token(config, 4.0),
+    }
     result = {
         "backend": keras.config.backend(), "machine": report.machine(), "config": config,
-        "dtype": quantize or "float32", "new_tokens": new_tokens, "prompt_length": prompt_length, "repeats": repeats,
-        "weight_bytes_per_token": flops.decode_bytes_per_token(
-            config, 1.0 if quantize else 4.0, 4.0 if quantize == "int8-blocks" else None),
-        "memory_bandwidth": bandwidth,
+        "dtype": quantize or "float32", "decoding": causal_lm.decoding, "decoding_note": causal_lm.decoding_note,
+        "repeats": repeats,
+        "new_tokens": new_tokens, "prompt_length": prompt_length,
+        "weight_bytes_per_token": weight_bytes["ours"],
+        "memory_bandwidth": bandwidth, "matmul_peak": matmul,
+        "limits_measured": {"bandwidth_bytes_per_s": [limits_before[0]["bytes_per_s"], limits_after[0]["bytes_per_s"]],
+                            "matmul_flops_per_s": [limits_before[1]["flops_per_s"], limits_after[1]["flops_per_s"]]},
+        "roofline": {},
     }
-    for side in ("ours", "hf") if vs_hf else ("ours",):
-        for batch, label in ((1, "batch_1"), (num_prompts, f"batch_{num_prompts}")):
-            first = report.median(times[(side, batch, 1)])
-            full = report.median(times[(side, batch, new_tokens)])
-            figures = _figures(work[("ours", batch)], new_tokens, first, full)
-            figures["times_s"] = times[(side, batch, new_tokens)]
+    sides = ("ours", "hf") if vs_hf else ("ours",)
+    for label, (prompts, new) in cases.items():
+        padded = _padded_length(prompts)
+        for side in sides:
+            roofline = flops.generation_roofline(config, [len(p) for p in prompts], padded, new, weight_bytes[side],
+                                                 bandwidth["bytes_per_s"], matmul["flops_per_s"])
+            result["roofline"].setdefault(label, {})[side] = roofline
+            first = report.median(times[(side, label, 1)])
+            full = report.median(times[(side, label, new)])
+            figures = _figures(prompts, new, first, full)
+            figures["padded_prompt_length"] = padded
+            figures["times_s"] = times[(side, label, new)]
+            figures["prefill_times_s"] = times[(side, label, 1)]
+            figures["roofline_fraction"] = {
+                "prefill": roofline["prefill_s"] / first,
+                "decode": roofline["decode_s"] / (full - first) if full > first else None,
+                "generate": roofline["generate_s"] / full,
+            }
             if figures["decode_tokens_per_s"]:
-                per_step = figures["decode_tokens_per_s"] / batch
-                figures["decode_weight_bytes_per_s"] = result["weight_bytes_per_token"] * per_step
+                per_step = figures["decode_tokens_per_s"] / len(prompts)
+                figures["decode_weight_bytes_per_s"] = weight_bytes[side] * per_step
                 figures["bandwidth_fraction"] = figures["decode_weight_bytes_per_s"] / bandwidth["bytes_per_s"]
             result.setdefault(side, {})[label] = figures
     big = f"batch_{num_prompts}"
     if quantize:
-        logits, mask = prompt_logits(causal_lm, prompts)
+        quantized_logits = {label: prompt_logits(causal_lm, cases[label][0]) for label in reference}
         result["quantization"] = {
-            label: quantization_figures(reference["logits"][:b], logits[:b], mask[:b], reference[b],
-                                        outputs[("ours", b, new_tokens)])
-            for label, b in (("batch_1", 1), (big, num_prompts))
+            label: quantization_figures(reference[label][0], quantized_logits[label][0], quantized_logits[label][1],
+                                        reference[label][1], outputs[("ours", label, cases[label][1])])
+            for label in reference
         }
     result["batch_speedup"] = result["ours"][big]["tokens_per_s"] / result["ours"]["batch_1"]["tokens_per_s"]
     if vs_hf:
-        for label in ("batch_1", big):
+        for label in cases:
             result[f"ratio_{label}"] = report.ratio(result["ours"][label]["tokens_per_s"],
                                                     result["hf"][label]["tokens_per_s"])
-        batch_keys = {"batch_1": 1, big: num_prompts}
+            ours, hf = result["ours"][label], result["hf"][label]
+            result.setdefault("ratio_prefill", {})[label] = report.ratio(ours["prompt_tokens_per_s"],
+                                                                         hf["prompt_tokens_per_s"])
+            if ours["decode_tokens_per_s"] and hf["decode_tokens_per_s"]:
+                result.setdefault("ratio_decode", {})[label] = ours["decode_tokens_per_s"] / hf["decode_tokens_per_s"]
         result["greedy_match_hf"] = {
-            label: outputs[("ours", b, new_tokens)] == outputs[("hf", b, new_tokens)] for label, b in batch_keys.items()
+            label: outputs[("ours", label, new)] == outputs[("hf", label, new)] for label, (_, new) in cases.items()
         }
     return result

@@ -70,6 +70,13 @@ def machine():
 
     info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()}
     try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            info["cpu_model"] = names[0]
+    except OSError:
+        pass
+    try:
         import jax
 
         device = jax.devices()[0]
@@ -138,25 +145,35 @@ def format_memory(m):
 
 
 def format_generate(r):
-    """Human-readable lines for a `bench_generate` result."""
-    bw = r.get("memory_bandwidth")
-    lines = [f"generate {r.get('preset', '')} {r['dtype']} greedy, {r['new_tokens']} new tokens, "
-             f"backend={r['backend']}, weights {r['weight_bytes_per_token'] / 2**20:.0f} MiB/token"
-             + (f", measured bandwidth {bw['bytes_per_s'] / 1e9:.1f} GB/s" if bw else "")]
-    for side in ("ours", "hf"):
-        if side not in r:
-            continue
-        for label, f in r[side].items():
-            decode = (f"decode {f['decode_tokens_per_s']:7.2f} tok/s   " if f["decode_tokens_per_s"]
-                      else "decode  (below timing noise)   ")
-            lines.append(
-                f"{side:<5}{label:<9} prompt {f['prompt_tokens_per_s']:8.1f} tok/s   {decode}"
-                f"end-to-end {f['tokens_per_s']:7.2f} tok/s"
-                + (f"   {f['decode_weight_bytes_per_s'] / 1e9:5.1f} GB/s of weights "
-                   f"({f['bandwidth_fraction']:.0%} of measured)" if "bandwidth_fraction" in f else ""))
+    """Human-readable lines for a `bench_generate` result: per case and side, rates and roofline fractions."""
+    m, bw, mm = r["machine"], r["memory_bandwidth"], r["matmul_peak"]
+    lines = [
+        f"generate {r.get('preset', '')} {r['dtype']} greedy, decoding={r['decoding']}, backend={r['backend']}, "
+        f"{m.get('cpu_model', m.get('device', ''))} x {m['cpu_count']} cores "
+        f"(load {m.get('load_average', ('?',))[0]:.1f})",
+        r.get("decoding_note", f"decoding: {r['decoding']}"),
+        f"measured: memory bandwidth {bw['bytes_per_s'] / 1e9:.1f} GB/s ({bw['megabytes']} MiB {bw['memory']} copy), "
+        f"{mm['dtype']} matmul peak {mm['flops_per_s'] / 1e9:.0f} GFLOP/s ({mm['framework']} {mm['size']}^2); "
+        "best of before/after the runs",
+        f"{'case':<9}{'side':<6}{'prompt tok/s':>13}{'decode tok/s':>14}{'e2e tok/s':>11}"
+        f"{'% of roofline: prefill / decode / e2e':>40}{'bytes/token':>13}{'FLOPs/token':>13}",
+    ]
+    for label in r["roofline"]:
+        for side in ("ours", "hf"):
+            if side not in r:
+                continue
+            f, roof = r[side][label], r["roofline"][label][side]
+            fr = f["roofline_fraction"]
+            decode = f"{f['decode_tokens_per_s']:14.1f}" if f["decode_tokens_per_s"] else f"{'(noise)':>14}"
+            fractions = " / ".join("  -" if fr[k] is None else f"{fr[k]:4.0%}"
+                                   for k in ("prefill", "decode", "generate"))
+            lines.append(f"{label:<9}{side:<6}{f['prompt_tokens_per_s']:13.1f}{decode}{f['tokens_per_s']:11.1f}"
+                         f"{fractions:>40}{roof['bytes_per_token'] / 1e6:10.1f} MB"
+                         f"{roof['flops_per_token'] / 1e9:11.2f} G")
+        if f"ratio_{label}" in r:
+            decode = r.get("ratio_decode", {}).get(label)
+            lines.append(f"{'':<9}ours/hf: end-to-end {r[f'ratio_{label}']:.2f}x, prefill "
+                         f"{r['ratio_prefill'][label]:.2f}x" + (f", decode {decode:.2f}x" if decode else "")
+                         + f"; greedy tokens equal: {r['greedy_match_hf'][label]}")
     lines.append(f"batched / batch 1 tokens/s: {r['batch_speedup']:.2f}x")
-    for key in [k for k in r if k.startswith("ratio_")]:
-        lines.append(f"ours/hf {key[6:]}: {r[key]:.2f}x")
-    if "greedy_match_hf" in r:
-        lines.append(f"greedy output equal to transformers: {r['greedy_match_hf']}")
     return "\n".join(lines)

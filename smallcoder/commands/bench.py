@@ -240,22 +240,29 @@ def checkpoint(preset, saves, directory, lora_rank, as_json):
 @click.option("--new-tokens", default=128, show_default=True)
 @click.option("--prompts", "num_prompts", default=16, show_default=True, help="Prompts in the batched run.")
 @click.option("--prompt-length", default=32, show_default=True, help="Longest prompt (others 1/2 to 1 of it).")
+@click.option("--eval-case/--no-eval-case", default=True, show_default=True,
+              help="Also time the evaluation's shape: 16 prompts of 100..300 tokens, 512 new tokens (where it fits "
+              "the context).")
 @click.option("--repeats", default=2, show_default=True, help="Timed runs per case (after a warm-up run).")
 @click.option("--vs", "vs", default=None, help="Reference to run alongside: 'hf'.")
 @click.option("--quantize", default=None, type=click.Choice(QUANTIZE_CHOICES),
-              help="Decode with Keras quantize('int8') weights ('int8-blocks': the decoder blocks only, the "
-              "embedding and output projection float32); also reports the logit error and greedy "
-              "agreement vs the float32 model (the reference stays float32).")
+              help="Decode with weight-only int8 weights ('int8-blocks': the decoder blocks only, the embedding "
+              "and output projection float32); also reports the logit error and greedy agreement vs the "
+              "float32 model (the reference stays float32).")
+@click.option("--decoding", default="auto", show_default=True, type=click.Choice(["auto", "native", "xla"]),
+              help="Kernels of the one-token steps: the native custom calls (JAX on x86-64 CPUs) or XLA's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def generate(preset, num_layers, new_tokens, num_prompts, prompt_length, repeats, vs, quantize, as_json):
-    """Greedy prompt and decode tokens/s, batch 1 and batched, vs transformers `generate`."""
+def generate(preset, num_layers, new_tokens, num_prompts, prompt_length, eval_case, repeats, vs, quantize, decoding,
+             as_json):
+    """Greedy prefill, decode and end-to-end tokens/s per case vs transformers `generate` and the roofline."""
     import json
 
     from smallcoder.bench.generate import bench_generate, format_quantization
     from smallcoder.bench.report import format_generate
 
     result = bench_generate(_config(preset, num_layers), new_tokens=new_tokens, num_prompts=num_prompts,
-                            prompt_length=prompt_length, repeats=repeats, vs_hf=_vs(vs), quantize=quantize)
+                            prompt_length=prompt_length, repeats=repeats, vs_hf=_vs(vs), quantize=quantize,
+                            eval_case=eval_case, decoding=decoding)
     result["preset"] = preset
     lines = [format_generate(result), *format_quantization(result)]
     click.echo(json.dumps(result) if as_json else "\n".join(lines))

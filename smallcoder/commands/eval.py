@@ -15,7 +15,8 @@ def _benchmark_options(f):
         click.option("--temperature", default=0.2, show_default=True, type=float, help="0 = greedy."),
         click.option("--max-new-tokens", default=512, show_default=True, type=int,
                      help="Lowered per batch to fit the context; the summary reports it."),
-        click.option("--batch-size", default=8, show_default=True, type=int, help="Prompts per generate call."),
+        click.option("--batch-size", default=16, show_default=True, type=int,
+                     help="Prompts per generate call (a decoding step reads the weights once for all rows)."),
         click.option("--output", "output_dir", default=None, type=click.Path(file_okay=False),
                      help="Folder for results jsonl + summary json; rerunning into it resumes. "
                           "[default: runs/eval/<model or samples file name>]"),
@@ -58,6 +59,7 @@ def _run(name, model_path, samples, **kwargs):
             causal_lm = SmallCoderCausalLM.from_preset(model_path)
         except (ValueError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from e
+        click.echo(causal_lm.decoding_note, err=True)
     try:
         summary = run_eval(
             causal_lm, name, samples=samples, model_name=model_path, **kwargs

@@ -19,15 +19,16 @@ from smallcoder.models.quantization import QUANTIZE_CHOICES
 @click.option("--chat/--raw", default=True, show_default=True,
               help="Wrap each prompt in the chat format (User: …\\nAssistant:).")
 @click.option("--quantize", default=None, type=click.Choice(QUANTIZE_CHOICES),
-              help="Quantize the weights (Keras quantize('int8'): int8 kernels, per-token int8 activations) "
-              "before generating; 'int8-blocks' keeps the embedding and output projection float32. "
-              "Smaller weights, not necessarily faster (XLA:CPU's int8 matmuls are slow), and greedy "
-              "output may differ from float32 (docs/bench.md).")
+              help="Weight-only int8 (int8 kernels with per-channel scales, float32 activations) before "
+              "generating; 'int8-blocks' keeps the embedding and output projection float32. A quarter of "
+              "the bytes per token, run by the native decoding kernels where they run (JAX on x86-64); "
+              "greedy output may differ from float32 (docs/bench.md).")
+@click.option("-v", "--verbose", is_flag=True, help="Say which kernels decode (native or XLA) and why, on stderr.")
 @click.option("--truncate-prompt", is_flag=True,
               help="If a prompt plus --max-new-tokens exceeds the 1024-token context, keep only the "
               "prompt's last tokens instead of stopping with an error.")
 def command(prompts, model_path, max_new_tokens, sampler, temperature, top_k, top_p, seed, chat, quantize,
-            truncate_prompt):
+            verbose, truncate_prompt):
     """Generate a continuation for each PROMPT (batched together)."""
     from smallcoder.models.presets import check_model_source
 
@@ -55,6 +56,8 @@ def command(prompts, model_path, max_new_tokens, sampler, temperature, top_k, to
     if quantize:
         causal_lm.quantize_for_generation(quantize)
     causal_lm.compile(sampler=samplers[sampler]())
+    if verbose:
+        click.echo(causal_lm.decoding_note, err=True)
     texts = [chat_prompt(p) if chat else p for p in prompts]
     context = causal_lm.backbone.max_sequence_length
     longest = max(len(ids) for ids in causal_lm.tokenizer.encode_batch(texts))

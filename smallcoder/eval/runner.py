@@ -33,7 +33,7 @@ def run_eval(
     n_samples=1,
     temperature=0.2,
     max_new_tokens=512,
-    batch_size=8,
+    batch_size=16,
     data=None,
     chat=True,
     timeout_s=10.0,

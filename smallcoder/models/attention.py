@@ -174,8 +174,8 @@ class SmallCoderAttention(keras.layers.Layer):
         Args:
             hidden_states: float (B, T, D).
             positions: int (B, T). RoPE position of each new token.
-            attention_mask: bool (T, S), shared by every row: True where new
-                token t may see cache position s.
+            attention_mask: bool (B, T, S): True where new token t of row b
+                may see cache position s.
             cache: `(key, value)`, each (B*K, S, H)
                 (`SmallCoderBackbone.empty_cache`).
             cache_update_index: int scalar, where the T new entries go.
@@ -243,7 +243,7 @@ def cached_attention(query, key, value, attention_mask):
     Args:
         query: float (B, T, N, H), N = K * G.
         key, value: float (B*K, S, H).
-        attention_mask: bool (T, S).
+        attention_mask: bool (B, T, S).
 
     Returns:
         float (B, T, N, H), in the query's dtype.
@@ -256,9 +256,10 @@ def cached_attention(query, key, value, attention_mask):
     query = ops.reshape(ops.transpose(query, (0, 2, 4, 3, 1)), (rows, head_dim, groups * length))  # (B*K, H, G*T)
     query = query * ops.cast(1.0 / head_dim**0.5, query.dtype)
     scores = ops.cast(ops.matmul(ops.cast(key, query.dtype), query), "float32")  # (B*K, S, G*T)
-    scores = ops.reshape(scores, (rows, cache_length, groups, length))
-    scores = ops.where(ops.expand_dims(ops.transpose(attention_mask), 1), scores, ops.cast(-1e30, "float32"))
-    weights = ops.cast(ops.reshape(ops.softmax(scores, axis=1), (rows, cache_length, groups * length)), query.dtype)
+    scores = ops.reshape(scores, (batch_size, num_key_value_heads, cache_length, groups, length))
+    visible = ops.transpose(attention_mask, (0, 2, 1))[:, None, :, None, :]  # (B, 1, S, 1, T)
+    scores = ops.where(visible, scores, ops.cast(-1e30, "float32"))
+    weights = ops.cast(ops.reshape(ops.softmax(scores, axis=2), (rows, cache_length, groups * length)), query.dtype)
     attended = ops.einsum("bsh,bsq->bhq", ops.cast(value, query.dtype), weights)  # (B*K, H, G*T)
     attended = ops.reshape(attended, (batch_size, num_key_value_heads, head_dim, groups, length))
     return ops.reshape(ops.transpose(attended, (0, 4, 1, 3, 2)), (batch_size, length, num_query_heads, head_dim))

@@ -170,45 +170,48 @@ class SmallCoderBackbone(Backbone):
         self.implementation = implementation
         self.resolved_implementation = resolved_implementation
 
-    def call_with_cache(self, token_ids, cache, cache_update_index, decode_kernels=None):
+    def call_with_cache(self, token_ids, cache, cache_update_index, start_index=None):
         """Forward T new tokens against a per-layer KV cache of the whole sequence.
 
+        Rows may be left padded (prompts aligned at their end, as `generate`
+        lays them out): row b's tokens start at cache position
+        `start_index[b]`; positions before it are never attended to, and RoPE
+        positions count from it.
+
         Args:
-            token_ids: int (B, T), tokens at positions
+            token_ids: int (B, T), tokens at cache positions
                 `cache_update_index … cache_update_index + T - 1`.
             cache: a tuple of L `(key, value)` pairs, key and value each
                 (B*K, S, H) (see `empty_cache`).
             cache_update_index: int scalar.
-            decode_kernels: optional, `decode_kernels()` made outside the
-                decoding loop (faster one-token steps).
+            start_index: optional int (B,), each row's first real position
+                (default 0: no left padding).
 
         Returns:
-            `(hidden_states (B, T, D), cache)`; every earlier cache position is
-            treated as valid (the caller fills it before reading it).
+            `(hidden_states (B, T, D), cache)`; cache positions from
+            `start_index` up to the new ones are treated as valid (the caller
+            fills them before reading them).
         """
         # One (key, value) array pair per layer, updated in place: keras-hub's
         # single (B, L, 2, S, K, H) cache tensor made XLA copy it per layer and
         # step (docs/models.md).
-        length = ops.shape(token_ids)[1]
+        batch_size, length = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
         cache_length = ops.shape(cache[0][0])[1]  # key (B*K, S, H)
-        query_index = ops.arange(length) + cache_update_index  # (T,)
-        attention_mask = ops.expand_dims(query_index, 1) >= ops.expand_dims(ops.arange(cache_length), 0)  # (T, S)
-        batch_size = ops.shape(token_ids)[0]
-        positions = ops.broadcast_to(ops.expand_dims(query_index, 0), (batch_size, length))
+        if start_index is None:
+            start_index = ops.zeros((batch_size,), "int32")
+        start_index = ops.expand_dims(ops.cast(start_index, "int32"), 1)  # (B, 1)
+        query_index = ops.expand_dims(ops.arange(length, dtype="int32") + cache_update_index, 0)  # (1, T)
+        key_index = ops.arange(cache_length, dtype="int32")[None, None, :]  # (1, 1, S)
+        attention_mask = ops.logical_and(key_index <= query_index[:, :, None],
+                                         key_index >= start_index[:, :, None])  # (B, T, S)
+        positions = ops.maximum(query_index - start_index, 0)  # (B, T); left pads get 0
 
         x = self.token_embedding(token_ids)
         new_cache = []
-        decode_kernels = decode_kernels or (None,) * len(self.transformer_layers)
-        for block, layer_cache, kernel in zip(self.transformer_layers, cache, decode_kernels):
-            x, layer_cache = block.call_with_cache(
-                x, positions, attention_mask, layer_cache, cache_update_index, kernel
-            )
+        for block, layer_cache in zip(self.transformer_layers, cache):
+            x, layer_cache = block.call_with_cache(x, positions, attention_mask, layer_cache, cache_update_index)
             new_cache.append(layer_cache)
         return self.final_norm(x), tuple(new_cache)
-
-    def decode_kernels(self):
-        """Per block, its `decode_kernel()` (or None): to make once per `generate` call, before the loop."""
-        return tuple(block.decode_kernel() for block in self.transformer_layers)
 
     def empty_cache(self, batch_size, cache_length, dtype=None):
         """A zero KV cache: a tuple of `num_layers` `(key, value)` pairs, key

@@ -4,11 +4,11 @@ import keras
 import numpy as np
 from keras import ops
 from keras_hub.models import CausalLM
+from keras_hub.samplers import GreedySampler
 
 from smallcoder import compat
 from smallcoder.models.backbone import SmallCoderBackbone
 from smallcoder.models.embedding import SmallCoderEmbedding
-from smallcoder.models.implementation import uses_jax_kernels
 from smallcoder.models.quantization import QUANTIZE_CHOICES
 
 # Generation pads the total length up to a multiple of this, so prompts of
@@ -17,6 +17,8 @@ _LENGTH_BUCKET = 64
 # The prefill (the prompt block) is bucketed finer: its cost grows with its
 # padded length.
 _PREFILL_BUCKET = 16
+# Overrides the default choice of decoding kernels (`SmallCoderCausalLM.decoding`).
+DECODING_ENV = "SMALLCODER_DECODING"
 
 
 @keras.saving.register_keras_serializable(package="smallcoder")
@@ -103,10 +105,11 @@ class SmallCoderCausalLM(CausalLM):
     def quantize(self, mode=None, config=None, filters=None, **kwargs):
         """`keras.Model.quantize` without a warning per layer that has nothing to quantize.
 
-        `"int8"` quantizes every projection (int8 kernels, per-output-channel
-        scales) and the output projection of the embedding; activations are
-        quantized to int8 per token on the fly (Keras' scheme). Norms and
-        RoPE stay float. `quantize_blocks` leaves the embedding float too.
+        `"int8"` (Keras' default config) quantizes every projection (int8
+        kernels, per-output-channel scales) and the output projection of the
+        embedding, and quantizes activations to int8 per token on the fly.
+        For generation, `quantize_for_generation` keeps activations float
+        (weight-only int8), which the native decoding kernels run.
         """
         import warnings
 
@@ -114,50 +117,118 @@ class SmallCoderCausalLM(CausalLM):
             warnings.filterwarnings("ignore", message=r"Layer .* does not have a `quantize` method")
             super().quantize(mode, config=config, filters=filters, **kwargs)
 
-    def quantize_blocks(self, mode="int8"):
-        """`quantize(mode)` for the decoder blocks only: the embedding and its
-        output projection stay float, so the logits' last matmul is exact
-        (greedy agreement with float32 measured in docs/bench.md)."""
-        self.quantize(mode, filters=lambda layer: not isinstance(layer, SmallCoderEmbedding))
-
     def quantize_for_generation(self, choice):
-        """Apply a `--quantize` choice: `"int8"` (`quantize`) or `"int8-blocks"` (`quantize_blocks`)."""
+        """Apply a `--quantize` choice (`smallcoder.models.quantization.QUANTIZE_CHOICES`).
+
+        `"int8"`: weight-only int8 (int8 kernels with per-output-channel
+        scales, float32 activations) for every projection and the output
+        projection; `"int8-blocks"`: the decoder blocks only, the embedding and
+        its output projection stay float32, so the logits' last product is
+        exact. Accuracy against float32 is measured by `bench generate
+        --quantize` (docs/bench.md).
+        """
         if choice not in QUANTIZE_CHOICES:
             raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {choice!r}.")
+        config = keras.quantizers.Int8QuantizationConfig(activation_quantizer=None)
+        filters = None
         if choice == "int8-blocks":
-            self.quantize_blocks("int8")
-        else:
-            self.quantize(choice)
+            filters = lambda layer: not isinstance(layer, SmallCoderEmbedding)  # noqa: E731
+        self.quantize("int8", config=config, filters=filters)
+        self.generate_function = None
 
     # === Generation ===
-    def call_with_cache(self, token_ids, cache, cache_update_index, decode_kernels=None):
+    @property
+    def decoding(self):
+        """`"native"` or `"xla"`: what runs the one-token steps of `generate`.
+
+        `"native"` (the default where `decode_kernels.available()` and the
+        layers are float32 or weight-only int8) runs the projections and
+        attention as XLA:CPU custom calls (`smallcoder.models.native_decoding`);
+        `"xla"` runs `call_with_cache`, on every backend. `$SMALLCODER_DECODING`
+        (`native`, `xla`) or `use_decoding` choose; asking for `"native"` where
+        it cannot run is an error.
+        """
+        return self._resolve_decoding(getattr(self, "_decoding_choice", None))[0]
+
+    @property
+    def decoding_note(self):
+        """`decoding` and why, in one line (the CLI prints it: a fallback to XLA is not an error)."""
+        decoding, why = self._resolve_decoding(getattr(self, "_decoding_choice", None))
+        return f"decoding: {decoding} ({why})"
+
+    def use_decoding(self, choice):
+        """Decode with `"native"`, `"xla"` or `"auto"` from now on (recompiles `generate`)."""
+        self._resolve_decoding(choice)  # raises if it cannot run
+        self._decoding_choice = choice
+        self.generate_function = None
+
+    def _resolve_decoding(self, choice):
+        """`(decoding, why)` for a choice (None: `$SMALLCODER_DECODING` or "auto")."""
+        import os
+
+        from smallcoder.models import decode_kernels, native_decoding
+
+        where = "decoding"
+        if choice in (None, "auto") and os.environ.get(DECODING_ENV, "auto") != "auto":
+            choice, where = os.environ[DECODING_ENV], f"${DECODING_ENV}"
+        choice = choice or "auto"
+        if choice not in ("auto", "native", "xla"):
+            raise ValueError(f"{where}={choice!r}: expected one of auto, native, xla.")
+        if choice == "xla":
+            return "xla", f"chosen by {where}"
+        why = decode_kernels.unavailable_reason()
+        if why is None and not native_decoding.supports(self.backbone):
+            why = "the native kernels run float32 or weight-only int8 layers with float32 compute only"
+        if why is not None and choice == "native":
+            raise ValueError(f"{where}='native' cannot run here: {why}. Use 'xla' or 'auto'.")
+        if why is None:
+            return "native", "XLA:CPU custom calls, smallcoder._decode_kernels"
+        return "xla", f"native kernels unavailable: {why}"
+
+    def call_with_cache(self, token_ids, cache, cache_update_index, start_index=None):
         """Logits (B, T, V), hidden states (B, T, D) and the updated cache (see `SmallCoderBackbone`)."""
-        hidden_states, cache = self.backbone.call_with_cache(token_ids, cache, cache_update_index, decode_kernels)
+        hidden_states, cache = self.backbone.call_with_cache(token_ids, cache, cache_update_index, start_index)
         logits = self.backbone.token_embedding(hidden_states, reverse=True)
         return logits, hidden_states, cache
 
-    def _build_cache(self, prompt_ids, cache_length):
-        """Prefill: run the prompt block (B, P) into a zero cache of `cache_length` positions.
+    def _prefill(self, prompt_ids, start_index, cache_length):
+        """Run the left-padded prompt block (B, P) into a zero cache of `cache_length` positions.
 
-        The cache is a tuple of per-layer `(key, value)` pairs, each (B*K, S, H)
-        (`SmallCoderBackbone.empty_cache`); keras-hub samplers carry it through
-        their loop as an opaque structure.
+        Returns the logits of each row's last prompt token (B, V), which
+        predict its first new token, and the cache: a tuple of per-layer
+        `(key, value)` pairs, each (B*K, S, H) (`SmallCoderBackbone.empty_cache`).
         """
         cache = self.backbone.empty_cache(ops.shape(prompt_ids)[0], cache_length, self.compute_dtype)
-        _, hidden_states, cache = self.call_with_cache(prompt_ids, cache, 0)
-        return hidden_states, cache
+        hidden_states, cache = self.backbone.call_with_cache(prompt_ids, cache, 0, start_index)
+        logits = self.backbone.token_embedding(hidden_states[:, -1:], reverse=True)  # only the last position
+        return logits[:, 0], cache
+
+    def _next_token(self, logits):
+        """The sampler's choice (`compile(sampler=...)`) from logits (B, V): int32 (B,).
+
+        Greedy takes the argmax of the logits directly (the sampler's softmax
+        first would only cost three passes over (B, V) per step).
+        """
+        if type(self.sampler) is GreedySampler:
+            return ops.cast(ops.argmax(logits, axis=-1), "int32")
+        probabilities = self.sampler.compute_probabilities(logits)
+        return ops.cast(self.sampler.get_next_token(probabilities), "int32")
 
     def generate_step(self, inputs, stop_token_ids=None):
-        """Compilable generation for one right-padded batch.
+        """Compilable generation for one left-padded batch.
+
+        Prompts end at one column P: the prefill runs the (B, P) prompt
+        block at once, and every row's first new token comes from its
+        logits; then one token per step for all rows. A step runs the
+        native kernels or `call_with_cache` (`decoding`).
 
         Args:
-            inputs: dict of `token_ids` int (B, S) (prompts, right padded to
-                the total length S) and `padding_mask` bool (B, S) (True on
-                prompt tokens). Optional: `prompt_ids` int (B, P), the first
-                P <= S columns of `token_ids` (at least the longest prompt),
-                so the prefill runs over P positions instead of S; and
-                `end_index` int scalar, the position after which no token is
-                needed, so decoding stops there instead of at S.
+            inputs: dict of `token_ids` int (B, S) (prompts in columns 0..P-1,
+                left padded, then room for new tokens), `padding_mask` bool
+                (B, S) (True on columns 0..P-1), `prompt_ids` int (B, P) (the
+                first P columns), `start_index` int (B,) (each row's first
+                prompt column) and `end_index` int scalar (the column after
+                the last needed token, at most S).
             stop_token_ids: tuple of ids that end a row.
 
         Returns:
@@ -165,39 +236,58 @@ class SmallCoderCausalLM(CausalLM):
             and including each row's stop token.
         """
         token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
-        prompt_ids = inputs.get("prompt_ids", token_ids)
-        hidden_states, cache = self._build_cache(prompt_ids, ops.shape(token_ids)[1])
-        index = ops.min(ops.sum(ops.cast(padding_mask, "int32"), axis=-1))
-        # Made here, outside the sampler's loop; one-row decoding only (at 16
-        # rows the (16, F) x (F, D) product is faster on the kernel as it is).
-        decode_kernels = self.backbone.decode_kernels() if token_ids.shape[0] == 1 else None
-
-        def next(prompt, cache, index):
-            # Feed the token at index - 1; its logits predict token `index`.
-            batch_size = ops.shape(prompt)[0]
-            prompt = ops.slice(prompt, [0, index - 1], [batch_size, 1])
-            logits, hidden_states, cache = self.call_with_cache(prompt, cache, index - 1, decode_kernels)
-            return ops.squeeze(logits, axis=1), ops.squeeze(hidden_states, axis=1), cache
-
-        sampler = self.sampler
-        if inputs.get("end_index") is not None:
-            sampler = compat.sampler_stopping_at(sampler, inputs["end_index"])
-        token_ids = sampler(
-            next=next,
-            prompt=token_ids,
-            cache=cache,
-            index=index,
-            mask=padding_mask,
-            stop_token_ids=stop_token_ids,
-            hidden_states=hidden_states,
-            model=self,
-        )
+        prompt_ids, start_index = inputs["prompt_ids"], ops.cast(inputs["start_index"], "int32")
+        batch_size, total = ops.shape(token_ids)
+        prompt_length = ops.shape(prompt_ids)[1]
+        logits, cache = self._prefill(prompt_ids, start_index, total)
+        first = self._next_token(logits)  # (B,)
+        token_ids = ops.slice_update(token_ids, [0, prompt_length], ops.cast(first[:, None], token_ids.dtype))
+        if total > prompt_length + 1:
+            token_ids = self._decode(token_ids, cache, first, start_index, prompt_length,
+                                     inputs["end_index"], stop_token_ids)
         if stop_token_ids is None:
             return {"token_ids": token_ids, "padding_mask": ops.ones_like(token_ids, dtype="bool")}
         generated = ops.logical_not(padding_mask)
         ends = ops.cast(ops.logical_and(_is_any(token_ids, stop_token_ids), generated), "int32")
         after_end = ops.cumsum(ends, axis=-1) - ends
         return {"token_ids": token_ids, "padding_mask": ops.equal(after_end, 0)}
+
+    def _decode(self, token_ids, cache, first, start_index, prompt_length, end_index, stop_token_ids):
+        """The decoding loop: tokens at columns P+1 .. end_index-1, until every row has stopped."""
+        if self.decoding == "native":
+            from smallcoder.models import native_decoding
+
+            weights = native_decoding.decode_weights(self.backbone)  # packed once, outside the loop
+
+            def step(tokens, cache, index):
+                return native_decoding.decode_step(self.backbone, weights, tokens, cache, index, start_index)
+        else:
+
+            def step(tokens, cache, index):
+                logits, _, cache = self.call_with_cache(tokens[:, None], cache, index, start_index)
+                return logits[:, 0], cache
+
+        def stopped(tokens):
+            if stop_token_ids is None:
+                return ops.zeros_like(tokens, dtype="bool")
+            return _is_any(tokens, stop_token_ids)
+
+        def cond(token_ids, cache, index, done):
+            return ops.logical_and(ops.less(index, end_index), ops.logical_not(ops.all(done)))
+
+        def body(token_ids, cache, index, done):
+            # Feed the token at index - 1; its logits predict token `index`.
+            tokens = ops.squeeze(ops.slice(token_ids, [0, index - 1], [ops.shape(token_ids)[0], 1]), 1)
+            logits, cache = step(tokens, cache, index - 1)
+            tokens = self._next_token(logits)
+            token_ids = ops.slice_update(token_ids, [0, index], ops.cast(tokens[:, None], token_ids.dtype))
+            return token_ids, cache, index + 1, ops.logical_or(done, stopped(tokens))
+
+        total = ops.shape(token_ids)[1]
+        loop_vars = (token_ids, cache, ops.convert_to_tensor(prompt_length + 1, "int32"), stopped(first))
+        token_ids, *_ = compat.sampler_run_loop(self.sampler, cond, body, model=self, loop_vars=loop_vars,
+                                                maximum_iterations=total - prompt_length - 1)
+        return token_ids
 
     def generate(
         self,
@@ -237,17 +327,15 @@ class SmallCoderCausalLM(CausalLM):
             prompts, max_new_tokens, max_length, truncate_prompt
         )
 
-        num_prompts = len(prompts)
-        rows = prompts + [prompts[0]] * self.extra_decode_rows(num_prompts)
-        inputs = _padded_batch(rows, max_new_tokens, self.backbone.max_sequence_length,
-                               pad_id=_pad_id(stop_token_ids))
+        inputs = _padded_batch(prompts, max_new_tokens, pad_id=_pad_id(stop_token_ids))
         outputs = self.make_generate_function()(inputs, stop_token_ids=stop_token_ids)
         out_ids = ops.convert_to_numpy(outputs["token_ids"])
         out_mask = ops.convert_to_numpy(outputs["padding_mask"])
 
         results = []
+        end = inputs["prompt_ids"].shape[1]  # every prompt ends here
         for row, prompt in enumerate(prompts):
-            span = slice(len(prompt), len(prompt) + max_new_tokens)
+            span = slice(end, end + max_new_tokens)
             new = [int(t) for t in out_ids[row, span][out_mask[row, span]]
                    if stop_token_ids is None or int(t) not in stop_token_ids]
             ids = new if strip_prompt else prompt + new
@@ -296,21 +384,6 @@ class SmallCoderCausalLM(CausalLM):
             prompts = [p[-keep:] for p in prompts]
         return prompts, max_new_tokens
 
-    def extra_decode_rows(self, batch_size):
-        """Copies of the first row to decode alongside a batch of `batch_size`, then drop.
-
-        With the JAX kernels, a single int8-quantized prompt is decoded as a
-        batch of 2: XLA:CPU's one-row int8 x int8 matmul takes a slow path
-        (docs/models.md). Float one-row decoding is fastest as is.
-        """
-        if batch_size != 1 or not uses_jax_kernels(self.backbone.resolved_implementation):
-            return 0
-        layers = [self.backbone.token_embedding]
-        for block in self.backbone.transformer_layers:
-            layers += block.projections()
-        int8 = any(getattr(layer, "quantization_mode", None) == "int8" for layer in layers)
-        return 1 if int8 else 0
-
     def get_config(self):
         # The tokenizer is saved as tokenizer.json next to the weights by
         # `save_to_preset`, not in the Keras config.
@@ -343,25 +416,31 @@ def _pad_id(stop_token_ids):
     return pad_id
 
 
-def _padded_batch(prompts, max_new_tokens, context, pad_id):
-    """`generate_step`'s inputs for prompts (lists of ids): right padded, lengths bucketed.
+def _padded_batch(prompts, max_new_tokens, pad_id):
+    """`generate_step`'s inputs for prompts (lists of ids): left padded, lengths bucketed.
 
-    The total length is rounded up to a multiple of `_LENGTH_BUCKET` (capped
-    at `context`) and the prefill to one of `_PREFILL_BUCKET`, so that nearby
-    lengths share one compiled program; `end_index` stops decoding where the
-    longest prompt has its `max_new_tokens`.
+    Every prompt ends at column P, the longest prompt's length rounded up to
+    a multiple of `_PREFILL_BUCKET`; the buffer holds P + `max_new_tokens`
+    columns rounded up to a multiple of `_LENGTH_BUCKET`, so that nearby
+    lengths share one compiled program (one new token: exactly P + 1, which
+    compiles no decoding loop). `end_index` stops decoding after
+    `max_new_tokens`.
     """
     longest = max(len(p) for p in prompts)
-    total = min(context, -(-(longest + max_new_tokens) // _LENGTH_BUCKET) * _LENGTH_BUCKET)
+    prompt_length = -(-longest // _PREFILL_BUCKET) * _PREFILL_BUCKET
+    total = prompt_length + max_new_tokens
+    if max_new_tokens > 1:
+        total = -(-total // _LENGTH_BUCKET) * _LENGTH_BUCKET
     token_ids = np.full((len(prompts), total), pad_id, dtype="int32")
-    prompt_mask = np.zeros((len(prompts), total), dtype="bool")
+    start_index = np.asarray([prompt_length - len(p) for p in prompts], dtype="int32")
     for row, prompt in enumerate(prompts):
-        token_ids[row, : len(prompt)] = prompt
-        prompt_mask[row, : len(prompt)] = True
-    prefill = min(total, -(-longest // _PREFILL_BUCKET) * _PREFILL_BUCKET)
+        token_ids[row, start_index[row] : prompt_length] = prompt
+    prompt_mask = np.zeros((len(prompts), total), dtype="bool")
+    prompt_mask[:, :prompt_length] = True
     return {
         "token_ids": token_ids,
         "padding_mask": prompt_mask,
-        "prompt_ids": token_ids[:, :prefill],
-        "end_index": np.asarray(longest + max_new_tokens, dtype="int32"),
+        "prompt_ids": token_ids[:, :prompt_length],
+        "start_index": start_index,
+        "end_index": np.asarray(prompt_length + max_new_tokens, dtype="int32"),
     }

@@ -121,15 +121,10 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
 
         return swiglu(x, *(ops.cast(layer.kernel, x.dtype) for layer in layers))
 
-    def _feedforward_layers(self, x, output_kernel_t=None):
-        """SwiGLU through the Dense layers.
-
-        `output_kernel_t`: `decode_kernel()`, used in place of the output kernel.
-        """
+    def _feedforward_layers(self, x):
+        """SwiGLU through the Dense layers."""
         hidden = ops.silu(self.feedforward_gate(x)) * self.feedforward_intermediate(x)  # (B, T, F)
-        if output_kernel_t is None:
-            return self.feedforward_output(hidden)  # (B, T, D)
-        return ops.einsum("btf,df->btd", hidden, ops.cast(output_kernel_t, hidden.dtype))
+        return self.feedforward_output(hidden)  # (B, T, D)
 
     def projections(self):
         """The block's seven projections: attention q, k, v, output; SwiGLU gate, up, output."""
@@ -137,28 +132,14 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         return [attention.query, attention.key, attention.value, attention.attention_output,
                 self.feedforward_gate, self.feedforward_intermediate, self.feedforward_output]
 
-    def decode_kernel(self):
-        """The feedforward output kernel transposed, (D, F), for one-row decoding, or None.
-
-        With the JAX kernels and a float kernel: XLA:CPU reads the
-        transposed copy faster in a one-row product than the (F, D) kernel
-        (docs/models.md). Made once per `generate` call, outside the decoding
-        loop; `generate_step` asks for it for batches of one row only.
-        """
-        if not self.jax_kernels or is_quantized(self.feedforward_output):
-            return None
-        return ops.transpose(self.feedforward_output.kernel)
-
-    def call_with_cache(self, hidden_states, positions, attention_mask, cache, cache_update_index,
-                        decode_kernel=None):
+    def call_with_cache(self, hidden_states, positions, attention_mask, cache, cache_update_index):
         """The block on T new tokens against this layer's KV cache (decoding).
 
         Args:
             hidden_states: float (B, T, D).
             positions, attention_mask, cache, cache_update_index: see
-                `SmallCoderAttention.call_with_cache` (mask (T, S), cache a
+                `SmallCoderAttention.call_with_cache` (mask (B, T, S), cache a
                 `(key, value)` pair, key and value each (B*K, S, H)).
-            decode_kernel: optional, this block's `decode_kernel()`.
 
         Returns:
             `(hidden_states (B, T, D), (key, value))`.
@@ -167,7 +148,7 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         attended, cache = self.attention.call_with_cache(x, positions, attention_mask, cache, cache_update_index)
         hidden_states = hidden_states + attended
         x = self.pre_feedforward_norm(hidden_states)
-        return hidden_states + self._feedforward_layers(x, output_kernel_t=decode_kernel), cache
+        return hidden_states + self._feedforward_layers(x), cache
 
     def get_config(self):
         config = super().get_config()

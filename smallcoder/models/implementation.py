@@ -6,16 +6,15 @@
     "blocks"  JAX: the kernels of `fused_jax` with hand-written backward passes
               (projections, SwiGLU, RMSNorm, RoPE, logits) and causal attention
               over query blocks that never computes the masked upper triangle
-              (`causal_attention.block_causal_attention`). Decoding lays out its
-              one-row products for XLA (`SmallCoderDecoderBlock.decode_kernel`,
-              `SmallCoderCausalLM.extra_decode_rows`).
+              (`causal_attention.block_causal_attention`).
     "cudnn"   As "blocks", with cuDNN's flash attention (JAX on a GPU, 16-bit
               compute dtype).
     "auto"    `$SMALLCODER_ATTENTION` if set, else "cudnn" where it can run,
               "blocks" on other JAX devices and "keras" on TensorFlow and torch.
 
 All four give the same logits and gradients to float round-off
-(tests/models/test_attention_implementation.py).
+(tests/models/test_attention_implementation.py). The kernels of `generate`'s
+one-token steps are chosen apart from these (`SmallCoderCausalLM.decoding`).
 """
 
 import os

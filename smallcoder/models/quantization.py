@@ -4,9 +4,9 @@ Kept free of Keras imports, so the CLI can offer the choices without loading it.
 """
 
 # `--quantize` of `smallcoder generate` and `bench generate`, applied by
-# `SmallCoderCausalLM.quantize_for_generation`: "int8" quantizes every
-# projection and the output projection of the embedding, "int8-blocks" the
-# decoder blocks only.
+# `SmallCoderCausalLM.quantize_for_generation`: weight-only int8 (float
+# activations) of every projection and the output projection of the
+# embedding ("int8"), or of the decoder blocks only ("int8-blocks").
 QUANTIZE_CHOICES = ("int8", "int8-blocks")
 
 

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from smallcoder.cli import main
@@ -52,17 +53,22 @@ def test_bench_train_memory_only(backend):
         assert "training step peak, remat=full" in text and "fits in" in text
 
 
-def test_bench_generate_reports_prompt_and_decode_rates_and_matches_hf():
+def test_bench_generate_reports_rates_rooflines_and_matches_hf():
     r = run(["generate", "--preset", "smallcoder_test", "--new-tokens", "4", "--prompts", "3",
-             "--prompt-length", "8", "--repeats", "1", "--vs", "hf"])
-    assert r["memory_bandwidth"]["bytes_per_s"] > 0
+             "--prompt-length", "8", "--repeats", "1", "--vs", "hf", "--no-eval-case"])
+    assert r["memory_bandwidth"]["bytes_per_s"] > 0 and r["matmul_peak"]["flops_per_s"] > 0
     for side in ("ours", "hf"):
         for label, batch in (("batch_1", 1), ("batch_3", 3)):
             figures = r[side][label]
             assert figures["batch"] == batch and figures["new_tokens"] == 4
             assert figures["prompt_tokens_per_s"] > 0 and figures["tokens_per_s"] > 0
-            # Decode rate = (128-token call - 1-token call); None if the difference is noise.
+            # Decode rate = (4-token call - 1-token call); None if the difference is noise.
             assert figures["decode_tokens_per_s"] is None or figures["decode_tokens_per_s"] > 0
+            roofline = r["roofline"][label][side]
+            assert roofline["generate_s"] == roofline["prefill_s"] + roofline["decode_s"] > 0
+            assert figures["roofline_fraction"]["generate"] == pytest.approx(
+                roofline["generate_s"] / (batch * 4 / figures["tokens_per_s"]), rel=1e-9)
+    assert "eval" not in r["roofline"]
     assert r["batch_speedup"] > 0 and r["ratio_batch_1"] > 0
     # Same weights (converted with save_hf), float32, greedy: same tokens.
     assert r["greedy_match_hf"] == {"batch_1": True, "batch_3": True}

@@ -54,3 +54,23 @@ def test_the_measured_peak_of_training_is_the_benchmarks_timer(backend):
 
     peak, source = peak_flops("cpu")
     assert source == "measured: float32 matmul on this host" and peak > 1e9
+
+
+def test_generation_roofline_counts_weights_cache_and_flops_by_hand():
+    from smallcoder.bench.flops import generation_roofline
+
+    config = preset_config("smallcoder_303m")
+    n, d, vocab, layers = 264_241_152, 768, 49152, 24
+    weights = decode_bytes_per_token(config)  # float32: 1.06 GB a step
+    assert weights == 4 * (n + d) == 1_056_967_680
+    # 16 prompts of 32 tokens (no padding), 2 new tokens: one decoding step after the prefill, at which
+    # each row attends to 33 positions of float32 keys and values (8 KV heads x 96 per layer).
+    kv_bytes, attention_flops = 2 * layers * 8 * 96 * 4, 4 * layers * 8 * 96
+    roof = generation_roofline(config, [32] * 16, 32, 2, weights, bandwidth=20e9, peak=100e9)
+    step_bytes = weights + kv_bytes * 16 * 33
+    step_flops = 2 * n * 16 + attention_flops * 16 * 33  # 8.46 GFLOP
+    assert roof["bytes_per_step"] == step_bytes and roof["flops_per_step"] == step_flops
+    assert roof["decode_s"] == max(step_bytes / 20e9, step_flops / 100e9)
+    prefill_flops = 16 * (2 * (n - vocab * d) * 32 + 2 * vocab * d + attention_flops * 32 * 33 / 2)
+    assert roof["prefill_flops"] == prefill_flops and roof["prefill_s"] == prefill_flops / 100e9
+    assert roof["bytes_per_token"] == step_bytes / 16 and roof["generate_s"] == roof["prefill_s"] + roof["decode_s"]

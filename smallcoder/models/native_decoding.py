@@ -1,0 +1,138 @@
+"""One decoding step on the native kernels (`decode_kernels`): JAX on x86-64 CPUs.
+
+The same math as `SmallCoderBackbone.call_with_cache` for one new token per
+row, with the projections, the output projection and attention run by the
+custom calls; norms, RoPE and the embedding lookup stay the Keras layers'
+own. `decode_weights` packs the kernels once per `generate` call, outside
+the decoding loop: q|k|v and gate|up concatenated, so that a block runs four
+products. Float32 kernels and Keras int8 kernels without activation
+quantization (`smallcoder.models.quantization.quantize_weights`) are
+supported; `supports(backbone)` says whether a model's layers all are.
+"""
+
+from typing import NamedTuple
+
+from smallcoder.models.quantization import is_quantized
+
+
+class BlockWeights(NamedTuple):
+    """A decoder block's packed kernels: (D, (N + 2K) H), (N H, D), (D, 2F), (F, D)."""
+
+    qkv: object
+    output: object
+    gate_up: object
+    down: object
+
+
+def _is_weight_only_int8(layer):
+    return getattr(layer, "quantization_mode", None) == "int8" and getattr(layer, "inputs_quantizer", None) is None
+
+
+def _layer_supported(layer):
+    if getattr(layer, "lora_enabled", False):
+        return False
+    return not is_quantized(layer) or _is_weight_only_int8(layer)
+
+
+def supports(backbone):
+    """Whether every projection of `backbone` is float32 or weight-only int8, with float32 compute."""
+    embedding = backbone.token_embedding
+    head_ok = (embedding.reverse_dtype is None and embedding.logit_soft_cap is None
+               and _layer_supported(embedding) and not (embedding.tie_weights and is_quantized(embedding)))
+    layers = [layer for block in backbone.transformer_layers for layer in block.projections()]
+    return (backbone.compute_dtype == "float32" and head_ok
+            and all(_layer_supported(layer) for layer in layers))
+
+
+def _kernel_2d(layer, inputs):
+    """A projection's kernel as (K, N) and its (N,) int8 scale (None if float)."""
+    from keras import ops
+
+    kernel = ops.reshape(ops.convert_to_tensor(layer.kernel), (inputs, -1))
+    scale = ops.reshape(ops.convert_to_tensor(layer.kernel_scale), (-1,)) if is_quantized(layer) else None
+    return kernel, scale
+
+
+def _pack_concatenated(layers, inputs):
+    """The layers' kernels side by side, (K, sum N), packed; all float or all int8."""
+    import jax.numpy as jnp
+
+    from smallcoder.models.decode_kernels import pack
+
+    parts = [_kernel_2d(layer, inputs) for layer in layers]
+    kernels = [kernel for kernel, _ in parts]
+    kernel = kernels[0] if len(kernels) == 1 else jnp.concatenate(kernels, axis=1)
+    scales = [scale for _, scale in parts]
+    if any(scale is None for scale in scales):
+        if not all(scale is None for scale in scales):  # mixed: unpack the int8 ones
+            kernel = jnp.concatenate([k if s is None else k.astype(jnp.float32) / s for k, s in parts], axis=1)
+        return pack(kernel)
+    return pack(kernel, scales[0] if len(scales) == 1 else jnp.concatenate(scales))
+
+
+def decode_weights(backbone):
+    """Packed kernels for `decode_step`: a tuple of `BlockWeights` per block and the output projection."""
+    from keras import ops
+
+    from smallcoder.models.decode_kernels import pack
+
+    hidden, heads = backbone.hidden_dim, backbone.num_query_heads * backbone.head_dim
+    blocks = []
+    for block in backbone.transformer_layers:
+        attention = block.attention
+        blocks.append(BlockWeights(
+            qkv=_pack_concatenated([attention.query, attention.key, attention.value], hidden),
+            output=_pack_concatenated([attention.attention_output], heads),
+            gate_up=_pack_concatenated([block.feedforward_gate, block.feedforward_intermediate], hidden),
+            down=_pack_concatenated([block.feedforward_output], backbone.intermediate_dim),
+        ))
+    embedding = backbone.token_embedding
+    if is_quantized(embedding):
+        head = pack(ops.convert_to_tensor(embedding.reverse_embeddings),
+                    ops.convert_to_tensor(embedding.reverse_embeddings_scale))
+    elif embedding.tie_weights:
+        head = pack(ops.transpose(ops.convert_to_tensor(embedding.embeddings)))
+    else:
+        head = pack(ops.convert_to_tensor(embedding.reverse_embeddings))
+    return tuple(blocks), head
+
+
+def decode_step(backbone, weights, token_ids, cache, index, start_index):
+    """Logits of one new token per row, and the cache with its key and value written.
+
+    Args:
+        backbone: a `SmallCoderBackbone` that `supports`.
+        weights: `decode_weights(backbone)`.
+        token_ids: int (B,), the tokens at cache position `index`.
+        cache: per layer `(key, value)`, each (B*K, S, H).
+        index: int32 scalar.
+        start_index: int32 (B,), each row's first real position.
+
+    Returns:
+        `(logits float32 (B, V), cache)`.
+    """
+    import jax.numpy as jnp
+    from keras import ops
+
+    from smallcoder.models.decode_kernels import attention, matmul
+
+    blocks, head = weights
+    batch = token_ids.shape[0]
+    N, K, H = backbone.num_query_heads, backbone.num_key_value_heads, backbone.head_dim
+    positions = jnp.maximum(index - start_index, 0)[:, None]  # (B, 1)
+    x = backbone.token_embedding(token_ids[:, None])[:, 0]  # (B, D)
+    new_cache = []
+    for block, w, (key_cache, value_cache) in zip(backbone.transformer_layers, blocks, cache):
+        rope = block.attention.rotary_embedding
+        qkv = matmul(block.pre_attention_norm(x), w.qkv)  # (B, (N + 2K) H)
+        query = rope(qkv[:, : N * H].reshape(batch, 1, N, H), positions=positions)
+        key = rope(qkv[:, N * H : (N + K) * H].reshape(batch, 1, K, H), positions=positions)
+        value = qkv[:, (N + K) * H :]
+        key_cache = ops.slice_update(key_cache, [0, index, 0], key.reshape(batch * K, 1, H))
+        value_cache = ops.slice_update(value_cache, [0, index, 0], value.reshape(batch * K, 1, H))
+        attended = attention(query.reshape(batch, N, H), key_cache, value_cache, start_index, index)  # (B, N, H)
+        x = x + matmul(attended.reshape(batch, N * H), w.output)
+        gate, up = jnp.split(matmul(block.pre_feedforward_norm(x), w.gate_up), 2, axis=-1)  # (B, F) each
+        x = x + matmul(ops.silu(gate) * up, w.down)
+        new_cache.append((key_cache, value_cache))
+    return matmul(backbone.final_norm(x), head), tuple(new_cache)

@@ -1,0 +1,482 @@
+// XLA:CPU custom calls for one-token decoding steps (smallcoder.models.decode_kernels).
+//
+// Decoding reads every weight once per step for a handful of rows, so it is
+// bound by memory bandwidth (one row) or by multiply-adds on rows kept in
+// registers (16 rows). XLA:CPU's own dots run these shapes far below either
+// limit, and read int8 kernels at well under 1 GB/s (docs/models.md). Two
+// kernels, registered through XLA's typed FFI (its stable C ABI, vendored in
+// xla_ffi_c_api.h), run on XLA's intra-op thread pool:
+//
+//   smallcoder_matmul_f32   y (M, N) = x (M, K) @ W, W packed as (N/16, K, 16) float32
+//   smallcoder_matmul_s8    the same with W int8 and y divided by scale (N)
+//                           (Keras' int8 kernels: w = q / scale, per output channel)
+//   smallcoder_attention    softmax attention of one new query per row over the
+//                           valid span [start_b, index] of a (B*K, S, H) KV cache
+//
+// The packed layout makes every tile of 16 output columns one contiguous
+// stream. x86-64 with AVX2 and FMA only; `smallcoder_decode_kernels_supported`
+// says whether this CPU runs them (the Python side falls back to XLA if not).
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <atomic>
+#include <cmath>
+#include <thread>
+
+#include "xla_ffi_c_api.h"
+
+#define EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+// === FFI plumbing ===
+
+XLA_FFI_Error* make_error(const XLA_FFI_Api* api, const char* message) {
+  XLA_FFI_Error_Create_Args args;
+  memset(&args, 0, sizeof(args));
+  args.struct_size = XLA_FFI_Error_Create_Args_STRUCT_SIZE;
+  args.message = message;
+  args.errc = XLA_FFI_Error_Code_INVALID_ARGUMENT;
+  return api->XLA_FFI_Error_Create(&args);
+}
+
+// XLA asks a handler for its metadata (the FFI version it was built with)
+// when it is registered; returns true when this call was that question.
+bool answered_metadata(XLA_FFI_CallFrame* frame) {
+  XLA_FFI_Extension_Base* ext = frame->extension_start;
+  if (ext == nullptr || ext->type != XLA_FFI_Extension_Metadata) return false;
+  XLA_FFI_Metadata* metadata = reinterpret_cast<XLA_FFI_Metadata_Extension*>(ext)->metadata;
+  metadata->api_version.struct_size = XLA_FFI_Api_Version_STRUCT_SIZE;
+  metadata->api_version.extension_start = nullptr;
+  metadata->api_version.major_version = XLA_FFI_API_MAJOR;
+  metadata->api_version.minor_version = XLA_FFI_API_MINOR;
+  metadata->traits = 0;
+  return true;
+}
+
+XLA_FFI_Buffer* arg(XLA_FFI_CallFrame* frame, int i) {
+  if (i >= frame->args.size || frame->args.types[i] != XLA_FFI_ArgType_BUFFER) return nullptr;
+  return reinterpret_cast<XLA_FFI_Buffer*>(frame->args.args[i]);
+}
+
+XLA_FFI_Buffer* ret(XLA_FFI_CallFrame* frame, int i) {
+  if (i >= frame->rets.size || frame->rets.types[i] != XLA_FFI_RetType_BUFFER) return nullptr;
+  return reinterpret_cast<XLA_FFI_Buffer*>(frame->rets.rets[i]);
+}
+
+bool is(const XLA_FFI_Buffer* b, XLA_FFI_DataType dtype, int64_t rank) {
+  return b != nullptr && b->dtype == dtype && b->rank == rank;
+}
+
+// === Parallel loop on XLA's intra-op thread pool ===
+//
+// Work units [0, count) are taken in chunks from an atomic counter by the
+// calling thread and by helper tasks scheduled on XLA's pool; the caller
+// returns when every unit is done. A helper that starts late finds nothing
+// left; the shared state lives until the last holder lets go of it.
+
+template <typename Body>
+struct ParallelFor {
+  Body body;
+  int64_t count, chunk;
+  std::atomic<int64_t> next{0}, done{0};
+  std::atomic<int> holders{1};
+
+  void work() {
+    for (;;) {
+      int64_t begin = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (begin >= count) break;
+      int64_t end = begin + chunk < count ? begin + chunk : count;
+      body(begin, end);
+      done.fetch_add(end - begin, std::memory_order_acq_rel);
+    }
+  }
+  void release() {
+    if (holders.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+  static void helper(void* self) {
+    auto* state = static_cast<ParallelFor*>(self);
+    state->work();
+    state->release();
+  }
+};
+
+int64_t pool_threads(XLA_FFI_CallFrame* frame) {
+  int64_t threads = 1;
+  XLA_FFI_ThreadPool_NumThreads_Args args;
+  memset(&args, 0, sizeof(args));
+  args.struct_size = XLA_FFI_ThreadPool_NumThreads_Args_STRUCT_SIZE;
+  args.ctx = frame->ctx;
+  args.num_threads = &threads;
+  if (XLA_FFI_Error* error = frame->api->XLA_FFI_ThreadPool_NumThreads(&args)) {
+    XLA_FFI_Error_Destroy_Args destroy;
+    memset(&destroy, 0, sizeof(destroy));
+    destroy.struct_size = XLA_FFI_Error_Destroy_Args_STRUCT_SIZE;
+    destroy.error = error;
+    frame->api->XLA_FFI_Error_Destroy(&destroy);
+    return 1;
+  }
+  return threads < 1 ? 1 : threads;
+}
+
+template <typename Body>
+void parallel_for(XLA_FFI_CallFrame* frame, int64_t count, Body body) {
+  int64_t threads = pool_threads(frame);
+  if (threads > count) threads = count;
+  if (threads <= 1) {
+    body(0, count);
+    return;
+  }
+  // A few chunks per thread, so a late helper costs little.
+  int64_t chunk = (count + 4 * threads - 1) / (4 * threads);
+  auto* state = new ParallelFor<Body>{body, count, chunk};
+  for (int64_t t = 1; t < threads; ++t) {
+    state->holders.fetch_add(1, std::memory_order_relaxed);
+    XLA_FFI_ThreadPool_Schedule_Args args;
+    memset(&args, 0, sizeof(args));
+    args.struct_size = XLA_FFI_ThreadPool_Schedule_Args_STRUCT_SIZE;
+    args.ctx = frame->ctx;
+    args.task = &ParallelFor<Body>::helper;
+    args.data = state;
+    if (XLA_FFI_Error* error = frame->api->XLA_FFI_ThreadPool_Schedule(&args)) {
+      XLA_FFI_Error_Destroy_Args destroy;
+      memset(&destroy, 0, sizeof(destroy));
+      destroy.struct_size = XLA_FFI_Error_Destroy_Args_STRUCT_SIZE;
+      destroy.error = error;
+      frame->api->XLA_FFI_Error_Destroy(&destroy);
+      state->holders.fetch_sub(1, std::memory_order_relaxed);
+      break;
+    }
+  }
+  state->work();
+  for (int spins = 0; state->done.load(std::memory_order_acquire) < count; ++spins) {
+    if (spins > 64) std::this_thread::yield();
+  }
+  state->release();
+}
+
+}  // namespace
+
+#if defined(__x86_64__)
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#include <immintrin.h>
+
+namespace {
+
+// === Vector helpers (8 float32 lanes) ===
+
+typedef float v8f __attribute__((vector_size(32), aligned(4)));
+
+inline v8f load(const float* p) { return *reinterpret_cast<const v8f*>(p); }
+inline void store(float* p, v8f v) { *reinterpret_cast<v8f*>(p) = v; }
+inline v8f broadcast(float a) { return v8f{a, a, a, a, a, a, a, a}; }
+inline v8f load_weights(const float* p) { return load(p); }
+inline v8f load_weights(const int8_t* p) {
+  __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return reinterpret_cast<v8f>(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)));
+}
+inline float sum(v8f v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(reinterpret_cast<__m256>(v)),
+                        _mm256_extractf128_ps(reinterpret_cast<__m256>(v), 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// exp of 8 lanes (Cephes expf: a degree-6 polynomial on [-ln2/2, ln2/2]
+// times 2^n), relative error about 2e-7 (float32 round-off).
+inline v8f exp8(v8f x) {
+  __m256 v = reinterpret_cast<__m256>(x);
+  v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  v = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), v);
+  v = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), v);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, v, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, v, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, v, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, v, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, v, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(v, v), _mm256_add_ps(v, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return reinterpret_cast<v8f>(_mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+// === Matmul over packed weight tiles ===
+//
+// A tile is 16 output columns of W for all K inputs, stored (K, 16) and
+// contiguous. One row of x: the tile streams through 8 accumulators (4 k
+// steps at a time). Several rows: the tile is taken KB inputs at a time
+// (int8 converted to float32 once per block into a small buffer) and a
+// register block of up to 6 rows x 16 columns runs over it, so each weight
+// is read from memory once and multiplied 12 times per load pair.
+
+constexpr int64_t kTile = 16;
+constexpr int64_t kBlock = 128;
+constexpr int64_t kRows = 6;
+
+template <typename W>
+void one_row_tile(const float* x, const W* tile, int64_t K, float* out) {
+  v8f a0 = broadcast(0), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
+  int64_t k = 0;
+  for (; k + 4 <= K; k += 4) {
+    const W* w = tile + k * kTile;
+    v8f x0 = broadcast(x[k]), x1 = broadcast(x[k + 1]), x2 = broadcast(x[k + 2]), x3 = broadcast(x[k + 3]);
+    a0 += x0 * load_weights(w);
+    a1 += x0 * load_weights(w + 8);
+    b0 += x1 * load_weights(w + 16);
+    b1 += x1 * load_weights(w + 24);
+    c0 += x2 * load_weights(w + 32);
+    c1 += x2 * load_weights(w + 40);
+    d0 += x3 * load_weights(w + 48);
+    d1 += x3 * load_weights(w + 56);
+  }
+  for (; k < K; ++k) {
+    const W* w = tile + k * kTile;
+    v8f xk = broadcast(x[k]);
+    a0 += xk * load_weights(w);
+    a1 += xk * load_weights(w + 8);
+  }
+  store(out, (a0 + b0) + (c0 + d0));
+  store(out + 8, (a1 + b1) + (c1 + d1));
+}
+
+// acc (R, 16) += x (R rows, stride ldx) [:, 0:kb] @ panel (kb, 16)
+template <int R>
+inline void row_block(const float* x, int64_t ldx, const float* panel, int64_t kb, float* acc) {
+  v8f c[R][2];
+  for (int r = 0; r < R; ++r) {
+    c[r][0] = load(acc + r * kTile);
+    c[r][1] = load(acc + r * kTile + 8);
+  }
+  for (int64_t k = 0; k < kb; ++k) {
+    v8f w0 = load(panel + k * kTile), w1 = load(panel + k * kTile + 8);
+    for (int r = 0; r < R; ++r) {
+      v8f xr = broadcast(x[r * ldx + k]);
+      c[r][0] += xr * w0;
+      c[r][1] += xr * w1;
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    store(acc + r * kTile, c[r][0]);
+    store(acc + r * kTile + 8, c[r][1]);
+  }
+}
+
+inline void row_block_any(int rows, const float* x, int64_t ldx, const float* panel, int64_t kb, float* acc) {
+  switch (rows) {
+    case 1: row_block<1>(x, ldx, panel, kb, acc); break;
+    case 2: row_block<2>(x, ldx, panel, kb, acc); break;
+    case 3: row_block<3>(x, ldx, panel, kb, acc); break;
+    case 4: row_block<4>(x, ldx, panel, kb, acc); break;
+    case 5: row_block<5>(x, ldx, panel, kb, acc); break;
+    default: row_block<6>(x, ldx, panel, kb, acc); break;
+  }
+}
+
+inline const float* as_panel(const float* w, int64_t, float*) { return w; }
+inline const float* as_panel(const int8_t* w, int64_t count, float* buffer) {
+  for (int64_t i = 0; i < count; i += 8) store(buffer + i, load_weights(w + i));
+  return buffer;
+}
+
+template <typename W>
+void rows_tile(const float* x, int64_t M, const W* tile, int64_t K, float* acc, float* buffer) {
+  memset(acc, 0, sizeof(float) * M * kTile);
+  for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+    int64_t kb = K - k0 < kBlock ? K - k0 : kBlock;
+    const float* panel = as_panel(tile + k0 * kTile, kb * kTile, buffer);
+    for (int64_t m = 0; m < M; m += kRows) {
+      int rows = M - m < kRows ? static_cast<int>(M - m) : kRows;
+      row_block_any(rows, x + m * K + k0, K, panel, kb, acc + m * kTile);
+    }
+  }
+}
+
+// y[:, tiles t0..t1) of x @ W (divided by scale if given).
+template <typename W>
+void matmul_tiles(const float* x, const W* w, const float* scale, float* y, int64_t M, int64_t K, int64_t N,
+                  int64_t t0, int64_t t1, float* acc, float* buffer) {
+  for (int64_t t = t0; t < t1; ++t) {
+    const W* tile = w + t * K * kTile;
+    if (M == 1) {
+      one_row_tile(x, tile, K, acc);
+    } else {
+      rows_tile(x, M, tile, K, acc, buffer);
+    }
+    int64_t n0 = t * kTile, width = N - n0 < kTile ? N - n0 : kTile;
+    for (int64_t m = 0; m < M; ++m) {
+      float* out = y + m * N + n0;
+      const float* in = acc + m * kTile;
+      if (scale) {
+        for (int64_t j = 0; j < width; ++j) out[j] = in[j] / scale[n0 + j];
+      } else {
+        memcpy(out, in, sizeof(float) * width);
+      }
+    }
+  }
+}
+
+// Per-thread scratch: accumulators of up to kMaxRows rows and one converted panel.
+constexpr int64_t kMaxRows = 256;
+thread_local float t_acc[kMaxRows * kTile];
+thread_local float t_buffer[kBlock * kTile];
+
+template <typename W>
+XLA_FFI_Error* matmul(XLA_FFI_CallFrame* frame, XLA_FFI_DataType wtype, bool scaled) {
+  const XLA_FFI_Api* api = frame->api;
+  XLA_FFI_Buffer *x = arg(frame, 0), *w = arg(frame, 1), *s = scaled ? arg(frame, 2) : nullptr, *y = ret(frame, 0);
+  if (!is(x, XLA_FFI_DataType_F32, 2) || !is(w, wtype, 3) || !is(y, XLA_FFI_DataType_F32, 2) ||
+      (scaled && !is(s, XLA_FFI_DataType_F32, 1)))
+    return make_error(api, "smallcoder matmul: expected x f32 (M, K), packed w (T, K, 16), [scale f32 (N)], y f32 (M, N)");
+  int64_t M = x->dims[0], K = x->dims[1], T = w->dims[0], N = y->dims[1];
+  if (w->dims[1] != K || w->dims[2] != kTile || y->dims[0] != M || N > T * kTile || N <= (T - 1) * kTile ||
+      (scaled && s->dims[0] < N))
+    return make_error(api, "smallcoder matmul: shapes of x, packed w, scale and y do not agree");
+  if (M > kMaxRows) return make_error(api, "smallcoder matmul: more than 256 rows (use XLA's dot for prefill)");
+  const float* xp = static_cast<const float*>(x->data);
+  const W* wp = static_cast<const W*>(w->data);
+  const float* sp = scaled ? static_cast<const float*>(s->data) : nullptr;
+  float* yp = static_cast<float*>(y->data);
+  parallel_for(frame, T, [=](int64_t t0, int64_t t1) {
+    matmul_tiles(xp, wp, sp, yp, M, K, N, t0, t1, t_acc, t_buffer);
+  });
+  return nullptr;
+}
+
+// === Attention of one new query per row over the cache ===
+//
+// query (B, N, H), key and value caches (B*Kv, S, H), start (B) int32,
+// index int32 scalar; out (B, N, H). Row b, KV head k attends with its G =
+// N / Kv query heads (heads k*G .. k*G+G-1, as `cached_attention` groups
+// them) to cache positions start[b] .. index. Scores and softmax in float32.
+
+void attend(const float* q, const float* keys, const float* values, int64_t length, int64_t G, int64_t H,
+            float* scores, float* out) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(H));
+  const int64_t H8 = H - H % 8;
+  for (int64_t g = 0; g < G; ++g) {
+    const float* qg = q + g * H;
+    float* sg = scores + g * length;
+    for (int64_t s = 0; s < length; ++s) {
+      const float* k = keys + s * H;
+      v8f acc = broadcast(0);
+      for (int64_t h = 0; h < H8; h += 8) acc += load(qg + h) * load(k + h);
+      float dot = sum(acc);
+      for (int64_t h = H8; h < H; ++h) dot += qg[h] * k[h];
+      sg[s] = dot * scale;
+    }
+    float high = sg[0];
+    for (int64_t s = 1; s < length; ++s) high = sg[s] > high ? sg[s] : high;
+    v8f total8 = broadcast(0);
+    int64_t s = 0;
+    for (; s + 8 <= length; s += 8) {
+      v8f e = exp8(load(sg + s) - broadcast(high));
+      store(sg + s, e);
+      total8 += e;
+    }
+    float total = sum(total8);
+    for (; s < length; ++s) {
+      sg[s] = std::exp(sg[s] - high);
+      total += sg[s];
+    }
+    float* og = out + g * H;
+    for (int64_t h = 0; h < H; ++h) og[h] = 0.0f;
+    for (int64_t s2 = 0; s2 < length; ++s2) {
+      const float* v = values + s2 * H;
+      v8f p = broadcast(sg[s2]);
+      for (int64_t h = 0; h < H8; h += 8) store(og + h, load(og + h) + p * load(v + h));
+      for (int64_t h = H8; h < H; ++h) og[h] += sg[s2] * v[h];
+    }
+    const float inverse = 1.0f / total;
+    for (int64_t h = 0; h < H; ++h) og[h] *= inverse;
+  }
+}
+
+thread_local float* t_scores = nullptr;
+thread_local int64_t t_scores_size = 0;
+
+float* scores_buffer(int64_t size) {
+  if (size > t_scores_size) {
+    delete[] t_scores;
+    t_scores = new float[size];
+    t_scores_size = size;
+  }
+  return t_scores;
+}
+
+XLA_FFI_Error* attention(XLA_FFI_CallFrame* frame) {
+  const XLA_FFI_Api* api = frame->api;
+  XLA_FFI_Buffer *q = arg(frame, 0), *kc = arg(frame, 1), *vc = arg(frame, 2), *st = arg(frame, 3),
+                 *ix = arg(frame, 4), *o = ret(frame, 0);
+  if (!is(q, XLA_FFI_DataType_F32, 3) || !is(kc, XLA_FFI_DataType_F32, 3) || !is(vc, XLA_FFI_DataType_F32, 3) ||
+      !is(st, XLA_FFI_DataType_S32, 1) || !is(ix, XLA_FFI_DataType_S32, 0) || !is(o, XLA_FFI_DataType_F32, 3))
+    return make_error(api, "smallcoder attention: expected query f32 (B, N, H), key and value caches f32 "
+                           "(B*K, S, H), start int32 (B), index int32 scalar, out f32 (B, N, H)");
+  int64_t B = q->dims[0], N = q->dims[1], H = q->dims[2], rows = kc->dims[0], S = kc->dims[1];
+  if (B == 0 || rows % B || N % (rows / B) || kc->dims[2] != H || vc->dims[0] != rows || vc->dims[1] != S ||
+      vc->dims[2] != H || st->dims[0] != B || o->dims[0] != B || o->dims[1] != N || o->dims[2] != H)
+    return make_error(api, "smallcoder attention: shapes of query, caches, start and out do not agree");
+  int64_t Kv = rows / B, G = N / Kv;
+  int32_t index = *static_cast<const int32_t*>(ix->data);
+  if (index < 0 || index >= S) return make_error(api, "smallcoder attention: index outside the cache");
+  const float *qp = static_cast<const float*>(q->data), *kp = static_cast<const float*>(kc->data),
+              *vp = static_cast<const float*>(vc->data);
+  const int32_t* start = static_cast<const int32_t*>(st->data);
+  float* op = static_cast<float*>(o->data);
+  parallel_for(frame, rows, [=](int64_t r0, int64_t r1) {
+    float* scores = scores_buffer(G * (S + 8));
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t b = r / Kv, k = r % Kv;
+      int64_t first = start[b] < 0 ? 0 : start[b];
+      int64_t length = index - first + 1;
+      float* out = op + (b * N + k * G) * H;
+      if (length <= 0) {
+        memset(out, 0, sizeof(float) * G * H);
+        continue;
+      }
+      attend(qp + (b * N + k * G) * H, kp + (r * S + first) * H, vp + (r * S + first) * H, length, G, H, scores,
+             out);
+    }
+  });
+  return nullptr;
+}
+
+bool cpu_supported() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+
+}  // namespace
+
+#pragma GCC pop_options
+
+#define DISPATCH(call) (cpu_supported() ? (call) : make_error(frame->api, "smallcoder decode kernels need AVX2 and FMA"))
+
+#else  // not x86-64
+
+namespace {
+bool cpu_supported() { return false; }
+}  // namespace
+#define DISPATCH(call) make_error(frame->api, "smallcoder decode kernels are built for x86-64 only")
+
+#endif
+
+EXPORT int smallcoder_decode_kernels_supported() { return cpu_supported() ? 1 : 0; }
+
+EXPORT XLA_FFI_Error* smallcoder_matmul_f32(XLA_FFI_CallFrame* frame) {
+  if (answered_metadata(frame) || frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return nullptr;
+  return DISPATCH((matmul<float>(frame, XLA_FFI_DataType_F32, false)));
+}
+
+EXPORT XLA_FFI_Error* smallcoder_matmul_s8(XLA_FFI_CallFrame* frame) {
+  if (answered_metadata(frame) || frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return nullptr;
+  return DISPATCH((matmul<int8_t>(frame, XLA_FFI_DataType_S8, true)));
+}
+
+EXPORT XLA_FFI_Error* smallcoder_attention(XLA_FFI_CallFrame* frame) {
+  if (answered_metadata(frame) || frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return nullptr;
+  return DISPATCH(attention(frame));
+}

@@ -1,0 +1,121 @@
+"""The native decoding kernels against plain numpy and XLA: kernel outputs, greedy tokens, the choice.
+
+The kernels run on JAX on an x86-64 CPU with AVX2 and FMA and the extension
+built; elsewhere these tests skip, except the checks of the choice itself.
+Logits of the whole decoding step against the full forward pass are in
+tests/models/test_cached_logits.py.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from smallcoder.models import SmallCoderBackbone, SmallCoderCausalLM
+
+
+def _kernels_or_skip():
+    from smallcoder.models import decode_kernels
+
+    if not decode_kernels.available():
+        pytest.skip("the native decoding kernels do not run here (JAX on an x86-64 CPU with AVX2/FMA only)")
+    return decode_kernels
+
+
+# Shapes with tails: columns not a multiple of the 16-wide tile, rows around the 6-row register block.
+@pytest.mark.parametrize("rows, inputs, columns", [(1, 768, 3072), (16, 96, 40), (7, 37, 21), (13, 130, 33)])
+def test_matmul_equals_numpy_for_float32_and_int8_kernels(rows, inputs, columns):
+    kernels = _kernels_or_skip()
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, inputs)).astype("float32")
+    w = rng.standard_normal((inputs, columns)).astype("float32")
+    got = np.asarray(kernels.matmul(x, kernels.pack(w)))
+    expected = x.astype("float64") @ w
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+    q = rng.integers(-127, 128, (inputs, columns)).astype("int8")
+    scale = rng.uniform(50, 200, columns).astype("float32")  # Keras' int8 layout: w = q / scale
+    got = np.asarray(kernels.matmul(x, kernels.pack(q, scale)))
+    expected = (x.astype("float64") @ q) / scale
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_attention_reads_each_rows_span_with_grouped_heads():
+    kernels = _kernels_or_skip()
+    rng = np.random.default_rng(0)
+    batch, kv_heads, groups, head_dim, length = 3, 2, 3, 20, 17  # head_dim: two 8-lane vectors and a tail
+    query = rng.standard_normal((batch, kv_heads * groups, head_dim)).astype("float32")
+    keys = rng.standard_normal((batch * kv_heads, length, head_dim)).astype("float32")
+    values = rng.standard_normal((batch * kv_heads, length, head_dim)).astype("float32")
+    start, index = np.asarray([0, 4, 11], "int32"), 12
+    got = np.asarray(kernels.attention(query, keys, values, start, np.int32(index)))
+    for b in range(batch):
+        for head in range(kv_heads * groups):
+            row = b * kv_heads + head // groups
+            k, v = keys[row, start[b] : index + 1], values[row, start[b] : index + 1]
+            scores = k @ query[b, head] / np.sqrt(head_dim)
+            p = np.exp(scores - scores.max())
+            np.testing.assert_allclose(got[b, head], p @ v / p.sum(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    keras.utils.set_random_seed(4)
+    backbone = SmallCoderBackbone(
+        vocabulary_size=300, num_layers=2, num_query_heads=4, num_key_value_heads=2, hidden_dim=32,
+        intermediate_dim=72, max_sequence_length=96, initializer_range=0.3,  # peaky logits: no near-ties
+    )  # fmt: skip
+    model = SmallCoderCausalLM(backbone)
+    model.compile(sampler="greedy")
+    return model
+
+
+def _generate_both_ways(lm, prompts, **kwargs):
+    outputs = {}
+    for decoding in ("xla", "native"):
+        lm.use_decoding(decoding)
+        outputs[decoding] = lm.generate(prompts, **kwargs)
+    lm.use_decoding("auto")
+    return outputs
+
+
+def test_native_greedy_tokens_equal_xla_for_float32_and_int8_weights(lm):
+    _kernels_or_skip()
+    rng = np.random.default_rng(1)
+    prompts = [list(rng.integers(1, 300, size=n)) for n in (5, 19, 1, 12)]
+    for weights in ("float32", "int8"):
+        if weights == "int8":
+            lm.quantize_for_generation("int8")  # weight-only: the native kernels run it
+        out = _generate_both_ways(lm, prompts, max_new_tokens=20, stop_token_ids=None, strip_prompt=True)
+        assert out["native"] == out["xla"], weights
+        assert [len(t) for t in out["native"]] == [20] * 4
+    # A stop token ends each row where the plain path ends it.
+    free = out["xla"]
+    stop = free[1][3]
+    out = _generate_both_ways(lm, prompts, max_new_tokens=20, stop_token_ids=(stop,), strip_prompt=True)
+    assert out["native"] == out["xla"] and len(out["native"][1]) == free[1].index(stop)
+
+
+def test_native_decoding_is_refused_where_it_cannot_run():
+    keras.utils.set_random_seed(0)
+    model = SmallCoderCausalLM.from_preset("smallcoder_test")
+    with pytest.raises(ValueError, match="decoding='fast'"):
+        model.use_decoding("fast")
+    model.quantize("int8")  # Keras' default int8: activations quantized per token, which the kernels do not do
+    assert model.decoding == "xla"
+    assert model.decoding_note.startswith("decoding: xla (native kernels unavailable: ")
+    with pytest.raises(ValueError, match="decoding='native' cannot run here"):
+        model.use_decoding("native")
+
+
+def test_without_the_built_extension_generate_falls_back_to_xla_and_says_why(lm, monkeypatch):
+    from smallcoder.models import decode_kernels
+
+    if keras.config.backend() != "jax":
+        pytest.skip("elsewhere the backend, not the extension, rules the kernels out (test above)")
+    prompts = [[5, 6, 7], [9]]
+    expected = _generate_both_ways(lm, prompts, max_new_tokens=6, stop_token_ids=None)["xla"]
+    monkeypatch.setattr(decode_kernels, "_extension_path", lambda: None)  # as after an install with no compiler
+    lm.generate_function = None
+    assert not decode_kernels.available() and lm.decoding == "xla"
+    assert "smallcoder._decode_kernels was not built at install" in lm.decoding_note
+    assert lm.generate(prompts, max_new_tokens=6, stop_token_ids=None) == expected
