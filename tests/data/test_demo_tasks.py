@@ -136,3 +136,15 @@ def test_unknown_split_is_an_error():
 
 def test_argument_names_cover_every_kind():
     assert {op.kind for op in OPERATIONS_WITH_CONSTANT} == set(ARGUMENT_NAMES)
+
+
+def test_lookup_by_id_and_by_prompt():
+    held_out = tasks("held_out")
+    task = held_out[5]
+    assert demo_tasks.task_by_id(task["task_id"]) == task
+    assert demo_tasks.find_task(task["prompt"]) == task
+    assert demo_tasks.find_task("Write a Python function that returns the sum of a list of numbers.") is None
+    with pytest.raises(KeyError):
+        demo_tasks.task_by_id("demo/int/nope/1/n")
+    task["prompt"] = "changed"  # callers get copies: the cached tasks stay as they were
+    assert tasks("held_out")[5]["prompt"] != "changed"
