@@ -20,7 +20,7 @@ def test_the_readme_python_snippet_runs(tmp_path):
     assert (tmp_path / "my-model" / "model.weights.h5").is_file()
 
 
-@pytest.mark.slow  # a demo-sized fine-tune (90 steps of the demo model), its gate and a generation: a few minutes
+@pytest.mark.slow  # a demo-sized fine-tune (120 steps of the demo model), its gate and a generation: a few minutes
 def test_the_readme_fine_tune_example_runs_as_written(tmp_path):
     import json
     import os
