@@ -4,7 +4,12 @@ unseen (operation, constant) pairs, tests tell constants apart, generation is de
 import pytest
 
 from smallcoder.data import demo_tasks
-from smallcoder.data.demo_tasks import ARGUMENT_NAMES, OPERATIONS_WITH_CONSTANT, build_program, tasks
+from smallcoder.data.demo_tasks import (
+    ARGUMENT_NAMES,
+    OPERATIONS_WITH_CONSTANT,
+    build_program,
+    tasks,
+)
 
 
 def _run_all(programs):
