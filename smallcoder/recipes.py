@@ -75,7 +75,8 @@ SCHEMA = {
     "checkpoint": {"every_steps": (int,), "keep": (int,), "dir": (str, type(None))},
     "logging": {"every_steps": (int,), "tensorboard": (bool,)},
     "eval": {"every_steps": (int, type(None)), "validation_batches": (int, type(None)),
-             "early_stop_patience": (int, type(None)), "tasks": (list,), "limit": (int, type(None))},
+             "early_stop_patience": (int, type(None)), "tasks": (list,), "limit": (int, type(None)),
+             "temperature": _NUM, "max_new_tokens": (int,)},
     "export": {"hf": (bool,), "dtype": (str,)},
     "sample": {"prompt": (str,), "max_new_tokens": (int,)},
     "data": dict,
@@ -603,6 +604,10 @@ def _check_values(recipe):
     for key in ("eval.every_steps", "eval.early_stop_patience"):
         if recipe[key] is not None and recipe[key] < 1:
             fail(key, f"must be at least 1 or null, got {recipe[key]}.")
+    if (recipe["eval.temperature"] or 0) < 0:
+        fail("eval.temperature", f"must be 0 (greedy) or more, got {recipe['eval.temperature']}.")
+    if recipe["eval.max_new_tokens"] is not None and recipe["eval.max_new_tokens"] < 1:
+        fail("eval.max_new_tokens", f"must be at least 1, got {recipe['eval.max_new_tokens']}.")
     if recipe["eval.validation_batches"] is not None and recipe["eval.validation_batches"] < 0:
         fail("eval.validation_batches", f"must be 0 (no validation), a positive count or null (the whole "
              f"split), got {recipe['eval.validation_batches']}.")

@@ -20,7 +20,7 @@ def test_the_readme_python_snippet_runs(tmp_path):
     assert (tmp_path / "my-model" / "model.weights.h5").is_file()
 
 
-@pytest.mark.slow  # a demo-sized fine-tune (97 steps of the tiny model) and a generation: a few minutes
+@pytest.mark.slow  # a demo-sized fine-tune (120 steps of the demo model), its gate and a generation: a few minutes
 def test_the_readme_fine_tune_example_runs_as_written(tmp_path):
     import json
     import os
@@ -31,11 +31,11 @@ def test_the_readme_fine_tune_example_runs_as_written(tmp_path):
     assert block and text.index("```", recipes) == recipes + block.start(1) - len("```bash\n")  # the first example
     lines = block.group(1).strip().splitlines()
     assert len(lines) <= 10
-    # What the quickstart leaves behind: a Keras preset of the tiny model in runs/demo/sft/model.
+    # What the quickstart leaves behind: a Keras preset of the demo model in runs/demo/sft/model.
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
            "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
     subprocess.run([sys.executable, "-c", "from smallcoder import SmallCoderCausalLM; SmallCoderCausalLM."
-                    "from_preset('smallcoder_tiny').save_to_preset('runs/demo/sft/model')"],
+                    "from_preset('smallcoder_demo').save_to_preset('runs/demo/sft/model')"],
                    cwd=tmp_path, env=env, check=True, timeout=600)
     result = subprocess.run(["bash", "-e", "-c", block.group(1)], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=1800)

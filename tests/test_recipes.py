@@ -33,7 +33,7 @@ def test_stages_chain_and_share_defaults():
     assert code.decay_steps == round(0.2 * code.steps)  # wsd
     demo = load_recipe("code", demo=True)
     assert demo.init_from_dir() == os.path.join("runs", "demo", "base", "model")
-    assert demo["model.preset"] == "smallcoder_tiny" and demo["data.demo"][0]["path"] == "code"
+    assert demo["model.preset"] == "smallcoder_demo" and demo["data.demo"][0]["path"] == "code"
 
 
 def test_set_overrides_are_parsed_and_reported():

@@ -40,7 +40,8 @@ import math
 FORMATS = ("text", "chat")
 OVERLONG = ("truncate", "drop")
 SOURCE_TYPES = ("hf", "tfds", "jsonl", "parquet", "text", "pyfiles", "demo")
-DEMO_KINDS = ("prose", "code", "math", "sft")
+DEMO_KINDS = ("prose", "code", "math", "sft", "tasks")
+DEMO_CHAT_KINDS = ("sft", "tasks")  # conversations; the others are plain text
 
 DEFAULT_SHUFFLE_BUFFER = 10_000  # ~40 MB of raw web documents per source and stream
 
@@ -114,9 +115,9 @@ def _validate_source(source, where, key, data_format):
     if kind == "demo" and source["path"] not in DEMO_KINDS:
         _fail(where, f"{key}.path", f"unknown demo corpus {source['path']!r}; expected one of {list(DEMO_KINDS)}.")
     if data_format == "chat":
-        if kind in ("text", "pyfiles") or (kind == "demo" and source["path"] != "sft"):
+        if kind in ("text", "pyfiles") or (kind == "demo" and source["path"] not in DEMO_CHAT_KINDS):
             _fail(where, f"{key}.type", f"a {kind} source ({source['path']}) holds plain text; "
-                  "format: chat needs conversations (demo path: sft, or messages / prompt+response columns).")
+                  "format: chat needs conversations (demo path: sft or tasks, or messages / prompt+response columns).")
         if "field" in source:
             _fail(where, f"{key}.field", "format: chat reads `messages` or `prompt`+`response`, not `field`.")
         if ("prompt" in source) != ("response" in source):
@@ -127,8 +128,8 @@ def _validate_source(source, where, key, data_format):
         for k in ("messages", "prompt", "response"):
             if k in source:
                 _fail(where, f"{key}.{k}", "only for format: chat; text sources read `field`.")
-        if kind == "demo" and source["path"] == "sft":
-            _fail(where, f"{key}.path", "the sft demo is conversations; use it with format: chat.")
+        if kind == "demo" and source["path"] in DEMO_CHAT_KINDS:
+            _fail(where, f"{key}.path", f"the {source['path']} demo is conversations; use it with format: chat.")
     if source.get("validation"):
         for k in source["validation"]:
             if k in ("name", "weight", "type", "validation") or k not in SOURCE_KEYS:

@@ -9,10 +9,15 @@ One stand-in per curriculum stage, deterministic for a Python version:
   answers;
 - `sft`   (sft): `Write a Python function name(args) that <first docstring
   sentence>` -> the function's code (top-level stdlib functions, via `ast`),
-  plus the math problems as question/answer chats.
+  plus the math problems as question/answer chats;
+- `tasks` (sft, `--demo`): small synthetic Python functions with tests
+  (`smallcoder.data.demo_tasks`), `Write a Python function add_3(n) that ...`
+  -> its two-line reference.
 
 Items are split by a hash of their name: 1 in 20 is held out for
-`split="validation"`, the rest are `train`.
+`split="validation"`, the rest are `train`. The `tasks` corpus keeps its own
+split instead: `validation` is the held-out tasks (`demo_tasks.tasks("held_out")`),
+the ones the demo stage gate scores in the sandbox.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import zlib
 
 MATH_PROBLEMS = 20_000  # math items per corpus (the held-out 5% among them)
 SFT_MATH_PROBLEMS = 1_000
+_TASK_SPLITS = {"train": "train", "validation": "held_out"}  # split -> demo_tasks split
 _EXCLUDED_DIRS = {"test", "tests", "idlelib", "site-packages", "__pycache__", "turtledemo"}
 
 
@@ -68,8 +74,12 @@ def demo_keys(kind, split):
     elif kind == "sft":
         keys = [("functions", f) for f in stdlib_files()]
         keys += [("math", i) for i in range(SFT_MATH_PROBLEMS)]
+    elif kind == "tasks":
+        from smallcoder.data import demo_tasks
+
+        return [("task", t["task_id"]) for t in demo_tasks.tasks(_TASK_SPLITS[split])]
     else:
-        raise ValueError(f"Unknown demo corpus {kind!r}; expected prose, code, math or sft.")
+        raise ValueError(f"Unknown demo corpus {kind!r}; expected prose, code, math, sft or tasks.")
     want = split == "validation"
     return [k for k in keys if _is_validation(f"{k[0]}:{k[1]}") == want]
 
@@ -79,6 +89,12 @@ def demo_records(kind, key):
     from smallcoder.data.sources import BadRecord
 
     what, name = key
+    if what == "task":
+        from smallcoder.data import demo_tasks
+
+        task = demo_tasks.task_by_id(name)
+        return [{"messages": [{"role": "user", "content": task["prompt"]},
+                              {"role": "assistant", "content": task["response"]}]}]
     if what == "topic":
         from pydoc_data import topics
 

@@ -12,11 +12,11 @@ import sys
 import tempfile
 import time
 
-from smallcoder.eval import humaneval, mbpp
+from smallcoder.eval import demo, humaneval, mbpp
 from smallcoder.eval.passk import pass_at_ks
 from smallcoder.eval.results import ResultsLog, read_jsonl, write_json_atomic
 
-BENCHMARKS = {humaneval.NAME: humaneval, mbpp.NAME: mbpp}
+BENCHMARKS = {humaneval.NAME: humaneval, mbpp.NAME: mbpp, demo.NAME: demo}
 # Settings a resumed run must share with the run that wrote the results.
 _RESUME_KEYS = ("benchmark", "model", "samples", "n_samples", "temperature",
                 "max_new_tokens", "chat", "seed")  # fmt: skip

@@ -627,7 +627,26 @@ def _sample(recipe, lm, echo):
     lm.compile(sampler="greedy")  # generation only from here on
     text = lm.generate(prompt, max_new_tokens=max_new_tokens, strip_prompt=True)
     echo(f"sample: {prompt!r}\n  -> {text!r}")
-    return {"prompt": prompt, "completion": text}
+    sample = {"prompt": prompt, "completion": text}
+    sample.update(_check_sample(recipe["sample.prompt"], text) or {})
+    return sample
+
+
+def _check_sample(prompt, text):
+    """`{"task_id", "split", "passed", "result"}` when `prompt` is a demo task's (`demo_tasks`):
+    the answer run against the task's tests in the sandbox. None for any other prompt."""
+    from smallcoder.data.demo_tasks import find_task, tasks
+
+    task = find_task(prompt)
+    if task is None:
+        return None
+    from smallcoder.eval import demo
+    from smallcoder.eval.sandbox import SandboxLimits, run_program
+
+    result = run_program(demo.build_program(task, demo.postprocess(text)), SandboxLimits(timeout_s=10))
+    split = "held_out" if task in tasks("held_out") else "train"
+    return {"task_id": task["task_id"], "split": split, "passed": result.status == "passed",
+            "result": result.status}
 
 
 def _evaluate(recipe, lm, run_dir, echo):
@@ -641,10 +660,12 @@ def _evaluate(recipe, lm, run_dir, echo):
         return None
     results = {}
     chat = recipe["data.format"] == "chat"  # checkpoints before SFT are not chat models
+    protocol = {k: recipe[f"eval.{k}"] for k in ("temperature", "max_new_tokens") if recipe[f"eval.{k}"] is not None}
     for task in tasks:
         echo(f"eval: {task} (limit {recipe['eval.limit']}, {'chat' if chat else 'raw'} prompts)")
         try:
             result = run_eval(lm, task, limit=recipe["eval.limit"], chat=chat,
+                              **protocol,
                               output_dir=os.path.join(run_dir, "eval", task))
         except (OSError, ValueError, RuntimeError) as e:
             # The weights and exports are already saved; a gate that cannot run (e.g. MBPP
@@ -652,7 +673,8 @@ def _evaluate(recipe, lm, run_dir, echo):
             echo(f"eval: {task} could not run: {e}")
             results[task] = {"error": str(e)}
             continue
-        results[task] = result.get("scores", result)  # the full report stays in eval/<task>/
+        # The full report stays in eval/<task>/.
+        results[task] = {**result["scores"], "passed": result["passed"], "tasks": result["num_tasks"]}
     return results
 
 
@@ -675,6 +697,15 @@ def format_summary(summary):
                      f"{validation['step']:,}"
                      + (f"; stopped early (best {validation['best_loss']:.4f} at step {validation['best_step']:,})"
                         if validation.get("stopped_at") else ""))
+    for task, scores in (summary.get("eval") or {}).items():
+        shown = (f"could not run: {scores['error']}" if "error" in scores
+                 else ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if k.startswith("pass@"))
+                 + (f" ({scores['passed']} of {scores['tasks']} tasks passed)" if "tasks" in scores else ""))
+        lines.append(f"   eval    {task:<10} {shown}")
+    sample = summary.get("sample") or {}
+    if "passed" in sample:
+        lines.append(f"   sample  {sample['task_id']} ({sample['split'].replace('_', '-')} task): "
+                     + ("passes its tests" if sample["passed"] else f"fails its tests ({sample['result']})"))
     if summary.get("lora"):
         lines.append(f"   lora    rank {summary['lora']['rank']}: {summary['lora']['trainable_parameters']:,} "
                      "trained parameters, merged into model and hf")
@@ -684,10 +715,6 @@ def format_summary(summary):
     if saves:
         lines.append(f"   saves   {len(saves['blocking'])} checkpoint(s); training waited "
                      f"{sum(saves['blocking']):.2f} s for them, {saves['final_wait']:.2f} s for the last write")
-    for task, scores in (summary.get("eval") or {}).items():
-        shown = (f"could not run: {scores['error']}" if "error" in scores
-                 else ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-        lines.append(f"   eval    {task:<10} {shown}")
     for key in ("checkpoint", "model", "hf"):
         if summary.get(key):
             lines.append(f"   {key:<7} {summary[key]}")

@@ -30,3 +30,27 @@ def test_math_problems_are_worked_and_deterministic():
         assert question.endswith(("?", ".")) and "The answer is" in answer
     records = demo.demo_records("sft", ("math", 3))
     assert [m["role"] for m in records[0]["messages"]] == ["user", "assistant"]
+
+
+def test_tasks_corpus_trains_on_train_tasks_and_validates_on_the_held_out_ones():
+    from smallcoder.data import demo_tasks
+
+    for split, task_split in (("train", "train"), ("validation", "held_out")):
+        keys = demo.demo_keys("tasks", split)
+        expected = demo_tasks.tasks(task_split)
+        assert len(keys) == len(expected)
+        chats = [demo.demo_records("tasks", key)[0]["messages"] for key in keys]
+        assert [(c[0]["content"], c[1]["content"]) for c in chats] == [
+            (t["prompt"], t["response"]) for t in expected]
+        assert [[m["role"] for m in c] for c in chats[:3]] == [["user", "assistant"]] * 3
+
+
+def test_tasks_corpus_is_a_chat_source():
+    import pytest
+
+    from smallcoder.data import validate_data_config
+
+    source = {"name": "t", "weight": 1.0, "type": "demo", "path": "tasks"}
+    validate_data_config({"format": "chat", "sources": [source]}, "recipe.yaml")
+    with pytest.raises(ValueError, match="the tasks demo is conversations; use it with format: chat"):
+        validate_data_config({"format": "text", "sources": [source]}, "recipe.yaml")

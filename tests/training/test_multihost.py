@@ -27,6 +27,8 @@ RECIPE = [
     f"training.tokens={STEPS * 8 * 48}",
     f"checkpoint.every_steps={EVERY}",
     f"eval.every_steps={EVERY}",  # validation: a collective over streams that end at different batches
+    "eval.validation_batches=null",  # the whole split (the demo caps it)
+    "eval.tasks=[]",
     "logging.tensorboard=false",
     "export.hf=false",
     "sample.max_new_tokens=0",
@@ -114,7 +116,7 @@ def test_two_processes_train_like_one_process_with_one_writer(runs):
     # Token accounting sums both processes' streams: the same count as one process.
     alone = json.load(open(runs["one_dir"] / "summary.json"))
     assert summary["tokens_per_source"] == alone["tokens_per_source"]
-    assert summary["tokens_per_source"]["demo-sft"] >= STEPS * 8 * 48
+    assert summary["tokens_per_source"]["demo-tasks"] >= STEPS * 8 * 48
     # Both processes wrote their own shards of the arrays; process 0 alone the meta.
     state = two / "checkpoints" / f"step_{STEPS:08d}" / "state"
     assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(os.listdir(state))

@@ -21,6 +21,7 @@ OVERRIDES = [
     "logging.tensorboard=false",
     "export.hf=false",
     "sample.max_new_tokens=0",
+    "eval.tasks=[]",
 ]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

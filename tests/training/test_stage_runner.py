@@ -18,17 +18,19 @@ TINY = [
     "checkpoint.every_steps=4",
     "sample.max_new_tokens=4",
     "schedule.warmup=0.2",
+    "eval.tasks=[]",
 ]
 
 
 def test_demo_stage_trains_checkpoints_exports_and_summarises(tmp_path):
     lines = []
-    recipe = load_recipe("sft", demo=True, overrides=TINY)
+    gate = ["eval.tasks=[demo]", "eval.limit=4"]  # the sft demo's gate on 4 held-out demo tasks
+    recipe = load_recipe("sft", demo=True, overrides=[*TINY, *gate])
     summary = run_stage(recipe, output_dir=str(tmp_path), echo=lines.append)
 
     assert summary["steps"] == 10 and summary["tokens"] == 10 * 8 * 32
-    assert set(summary["tokens_per_source"]) == {"demo-sft"}
-    assert 0 < summary["tokens_per_source"]["demo-sft"] <= summary["tokens"] + 8 * 32
+    assert set(summary["tokens_per_source"]) == {"demo-tasks"}
+    assert 0 < summary["tokens_per_source"]["demo-tasks"] <= summary["tokens"] + 8 * 32
     assert summary["first_loss"] > summary["last_loss"] > 0
     with open(tmp_path / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
@@ -44,9 +46,17 @@ def test_demo_stage_trains_checkpoints_exports_and_summarises(tmp_path):
     if summary["hf"]:
         assert os.path.isfile(os.path.join(summary["hf"], "config.json"))
     assert summary["sample"]["prompt"].startswith("User: ")
+    # The sample is a held-out demo task, run against its tests (10 steps of a 0.6M model fail them).
+    assert {k: summary["sample"][k] for k in ("task_id", "split", "passed")} == {
+        "task_id": "demo/int/multiply/8/n", "split": "held_out", "passed": False}
+    gate = summary["eval"]["demo"]
+    assert gate["tasks"] == 4 and gate["pass@1"] == gate["passed"] / 4
+    assert os.path.isfile(tmp_path / "eval" / "demo" / "demo_results.jsonl")
     text = "\n".join(lines)
     assert "starting from scratch" in text  # no demo checkpoint of the math stage here
-    assert "tokens  demo-sft" in text and "loss    first" in text
+    assert "tokens  demo-tasks" in text and "loss    first" in text
+    assert f"eval    demo       pass@1 {gate['pass@1']:.3f} ({gate['passed']} of 4 tasks passed)" in text
+    assert "sample  demo/int/multiply/8/n (held-out task): fails its tests (failed" in text
     if keras.config.backend() != "jax":
         assert "needs the JAX backend" in text
     if os.path.isdir(tmp_path / "tensorboard"):
