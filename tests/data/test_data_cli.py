@@ -73,14 +73,14 @@ REPO_RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "recipes")
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(REPO_RECIPES, "sft.yaml")),
                     reason="the repository recipes are not there yet")
-@pytest.mark.parametrize("name", ["sft", "base"])
-def test_inspect_repository_recipe_demo(name, monkeypatch, demo_tokenizer):
+@pytest.mark.parametrize("name, sequence_length", [("sft", 128), ("base", 256)])  # the recipes' demo lengths
+def test_inspect_repository_recipe_demo(name, sequence_length, monkeypatch, demo_tokenizer):
     monkeypatch.setenv("SMALLCODER_RECIPES", REPO_RECIPES)
     result = CliRunner().invoke(main, ["data", "inspect", name, "--demo", "--json"])
     assert result.exit_code == 0, result.output
     order, batch = map(json.loads, result.output.splitlines())
-    assert order["order"]["streams"] == 8  # the demo's micro-batch of 8: auto gives 8 streams
-    assert len(batch["token_ids"][0]) == 256  # the recipe's demo sequence length
+    assert order["order"]["streams"] == 8  # the demo's micro-batches (8, 16): auto gives 8 streams
+    assert len(batch["token_ids"][0]) == sequence_length
 
 
 def test_bench_data_runs(demo_tokenizer):
