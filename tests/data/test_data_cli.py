@@ -79,8 +79,8 @@ def test_inspect_repository_recipe_demo(name, monkeypatch, demo_tokenizer):
     result = CliRunner().invoke(main, ["data", "inspect", name, "--demo", "--json"])
     assert result.exit_code == 0, result.output
     order, batch = map(json.loads, result.output.splitlines())
-    assert order["order"]["streams"] == 8  # the demo's micro-batch of 8: auto gives 8 streams
-    assert len(batch["token_ids"][0]) == 256  # the recipe's demo sequence length
+    assert order["order"]["streams"] == 8  # the demo's micro-batch of 8 (sft: 16): auto gives 8 streams
+    assert len(batch["token_ids"][0]) == (128 if name == "sft" else 256)  # the recipe's demo sequence length
 
 
 def test_bench_data_runs(demo_tokenizer):
