@@ -16,7 +16,8 @@ print("light", sorted(set(os.environ.items()) ^ set(before.items())))
 import jax, keras, keras_hub  # their own import-time settings (TensorFlow's) happen here
 before = dict(os.environ)
 for info in pkgutil.walk_packages(smallcoder.__path__, "smallcoder."):
-    importlib.import_module(info.name)
+    if info.name != "smallcoder._decode_kernels":  # a C library for XLA, loaded with ctypes
+        importlib.import_module(info.name)
 print("all", sorted(set(os.environ.items()) ^ set(before.items())), len(sys.modules))
 """
 
