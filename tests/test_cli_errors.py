@@ -108,8 +108,8 @@ def test_a_missing_model_folder_is_reported_before_keras_is_imported():
             "print('keras imported:', 'keras' in sys.modules)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.splitlines() == [
-        "ClickException '/does/not/exist' is neither a built-in preset (smallcoder_303m, smallcoder_demo, smallcoder_tiny, "
-        "smallcoder_test) nor a folder.",
+        "ClickException '/does/not/exist' is neither a built-in preset (smallcoder_303m, smallcoder_demo, "
+        "smallcoder_tiny, smallcoder_test) nor a folder.",
         "keras imported: False",
     ], result.stdout + result.stderr
 
