@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from finetune_helpers import hf_logits, keras_logits, rows, write_llama, write_rows
+from run_helpers import wait_for_checkpoint
 
 from smallcoder.recipes import load_recipe
 from smallcoder.training import run_stage
@@ -199,11 +200,7 @@ def test_lora_resume_after_sigkill_gives_the_losses_of_an_uninterrupted_run(chec
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     reference, victim = start(straight), start(killed)
     first = killed / "checkpoints" / f"step_{EVERY:08d}"
-    deadline = time.time() + 300
-    while not first.exists():
-        assert victim.poll() is None, victim.stdout.read()
-        assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.01)
+    wait_for_checkpoint([victim], first, timeout=300)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     step, _ = latest(str(killed / "checkpoints"))

@@ -16,6 +16,7 @@ import sys
 import time
 
 import pytest
+from run_helpers import wait_for_checkpoint
 
 pytestmark = [pytest.mark.jax_only, pytest.mark.slow]
 
@@ -142,11 +143,7 @@ def test_a_lost_process_ends_the_job_which_resumes_on_two_processes_or_four_devi
     lost = tmp_path / "lost"
     processes = _start(lost, 2, 2, "fsdp", "4x1", heartbeat=10)
     first = lost / "checkpoints" / f"step_{EVERY:08d}"  # renamed into place once complete
-    deadline = time.time() + 180
-    while not first.exists():  # training is under way
-        assert all(p.poll() is None for p in processes), processes[0].stdout.read()[-3000:]
-        assert time.time() < deadline, "no checkpoint within 180 s"
-        time.sleep(0.01)
+    wait_for_checkpoint(processes, first, timeout=180)  # training is under way
     processes[1].send_signal(signal.SIGKILL)
     lost_at = time.time()
     out = processes[0].communicate(timeout=120)[0]

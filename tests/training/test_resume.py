@@ -5,9 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from run_helpers import wait_for_checkpoint
 
 STEPS, EVERY = 20, 5
 OVERRIDES = [
@@ -50,11 +50,7 @@ def _kill_after_first_checkpoint(output, recipe, extra=()):
     victim = _start(output, recipe=recipe, extra=extra)
     # Orbax renames a checkpoint into place when it is complete.
     first = output / "checkpoints" / f"step_{EVERY:08d}"
-    deadline = time.time() + 120
-    while not first.exists():
-        assert victim.poll() is None, victim.stdout.read()
-        assert time.time() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.01)
+    wait_for_checkpoint([victim], first, timeout=120)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     step, _ = latest(str(output / "checkpoints"))
