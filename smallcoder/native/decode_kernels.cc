@@ -246,36 +246,46 @@ void one_row_tile(const float* x, const W* tile, int64_t K, float* out) {
   store(out + 8, (a1 + b1) + (c1 + d1));
 }
 
-// acc (R, 16) += x (R rows, stride ldx) [:, 0:kb] @ panel (kb, 16)
+// acc (R, 16) += x (R rows, stride ldx) [:, 0:kb] @ panel (kb, 16), prefetching
+// `ahead_lines` cache lines from `ahead` on the way (one every other k).
 template <int R>
-inline void row_block(const float* x, int64_t ldx, const float* panel, int64_t kb, float* acc) {
+inline void row_block(const float* x, int64_t ldx, const float* panel, int64_t kb, float* acc, const char* ahead,
+                      int64_t ahead_lines) {
   v8f c[R][2];
   for (int r = 0; r < R; ++r) {
     c[r][0] = load(acc + r * kTile);
     c[r][1] = load(acc + r * kTile + 8);
   }
-  for (int64_t k = 0; k < kb; ++k) {
+  auto step = [&](int64_t k) {
     v8f w0 = load(panel + k * kTile), w1 = load(panel + k * kTile + 8);
     for (int r = 0; r < R; ++r) {
       v8f xr = broadcast(x[r * ldx + k]);
       c[r][0] += xr * w0;
       c[r][1] += xr * w1;
     }
+  };
+  int64_t k = 0;
+  for (int64_t line = 0; line < ahead_lines && k + 2 <= kb; ++line, k += 2) {
+    __builtin_prefetch(ahead + 64 * line);
+    step(k);
+    step(k + 1);
   }
+  for (; k < kb; ++k) step(k);
   for (int r = 0; r < R; ++r) {
     store(acc + r * kTile, c[r][0]);
     store(acc + r * kTile + 8, c[r][1]);
   }
 }
 
-inline void row_block_any(int rows, const float* x, int64_t ldx, const float* panel, int64_t kb, float* acc) {
+inline void row_block_any(int rows, const float* x, int64_t ldx, const float* panel, int64_t kb, float* acc,
+                          const char* ahead, int64_t ahead_lines) {
   switch (rows) {
-    case 1: row_block<1>(x, ldx, panel, kb, acc); break;
-    case 2: row_block<2>(x, ldx, panel, kb, acc); break;
-    case 3: row_block<3>(x, ldx, panel, kb, acc); break;
-    case 4: row_block<4>(x, ldx, panel, kb, acc); break;
-    case 5: row_block<5>(x, ldx, panel, kb, acc); break;
-    default: row_block<6>(x, ldx, panel, kb, acc); break;
+    case 1: row_block<1>(x, ldx, panel, kb, acc, ahead, ahead_lines); break;
+    case 2: row_block<2>(x, ldx, panel, kb, acc, ahead, ahead_lines); break;
+    case 3: row_block<3>(x, ldx, panel, kb, acc, ahead, ahead_lines); break;
+    case 4: row_block<4>(x, ldx, panel, kb, acc, ahead, ahead_lines); break;
+    case 5: row_block<5>(x, ldx, panel, kb, acc, ahead, ahead_lines); break;
+    default: row_block<6>(x, ldx, panel, kb, acc, ahead, ahead_lines); break;
   }
 }
 
@@ -285,15 +295,26 @@ inline const float* as_panel(const int8_t* w, int64_t count, float* buffer) {
   return buffer;
 }
 
+// The weights stream from memory once per step, so while the register blocks
+// run over one panel the next panel (of this tile or the next) is prefetched,
+// spread over the row blocks: the hardware prefetcher alone leaves the cores
+// waiting at 16 rows (it sees bursts, not a steady stream).
 template <typename W>
-void rows_tile(const float* x, int64_t M, const W* tile, int64_t K, float* acc, float* buffer) {
+void rows_tile(const float* x, int64_t M, const W* tile, const W* tile_end, int64_t K, float* acc, float* buffer) {
   memset(acc, 0, sizeof(float) * M * kTile);
+  int64_t blocks = (M + kRows - 1) / kRows;
   for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
     int64_t kb = K - k0 < kBlock ? K - k0 : kBlock;
+    const W* next = tile + (k0 + kb) * kTile;  // the next panel: this tile's or the next tile's first
+    int64_t rest = K - k0 - kb, next_rows = rest > 0 && rest < kBlock ? rest : (K < kBlock ? K : kBlock);
+    int64_t lines = next < tile_end ? next_rows * kTile * static_cast<int64_t>(sizeof(W)) / 64 : 0;
+    int64_t per_block = (lines + blocks - 1) / blocks;
     const float* panel = as_panel(tile + k0 * kTile, kb * kTile, buffer);
-    for (int64_t m = 0; m < M; m += kRows) {
+    for (int64_t m = 0, j = 0; m < M; m += kRows, ++j) {
       int rows = M - m < kRows ? static_cast<int>(M - m) : kRows;
-      row_block_any(rows, x + m * K + k0, K, panel, kb, acc + m * kTile);
+      int64_t first = j * per_block, count = lines - first < per_block ? lines - first : per_block;
+      row_block_any(rows, x + m * K + k0, K, panel, kb, acc + m * kTile,
+                    reinterpret_cast<const char*>(next) + 64 * first, count > 0 ? count : 0);
     }
   }
 }
@@ -307,7 +328,7 @@ void matmul_tiles(const float* x, const W* w, const float* scale, float* y, int6
     if (M == 1) {
       one_row_tile(x, tile, K, acc);
     } else {
-      rows_tile(x, M, tile, K, acc, buffer);
+      rows_tile(x, M, tile, w + t1 * K * kTile, K, acc, buffer);
     }
     int64_t n0 = t * kTile, width = N - n0 < kTile ? N - n0 : kTile;
     for (int64_t m = 0; m < M; ++m) {
