@@ -152,7 +152,8 @@ def format_generate(r):
         f"{m.get('cpu_model', m.get('device', ''))} x {m['cpu_count']} cores "
         f"(load {m.get('load_average', ('?',))[0]:.1f})",
         r.get("decoding_note", f"decoding: {r['decoding']}"),
-        f"measured: memory bandwidth {bw['bytes_per_s'] / 1e9:.1f} GB/s ({bw['megabytes']} MiB {bw['memory']} {bw.get('method', 'copy')}), "
+        f"measured: memory bandwidth {bw['bytes_per_s'] / 1e9:.1f} GB/s "
+        f"({bw['megabytes']} MiB {bw['memory']} {bw.get('method', 'copy')}), "
         f"{mm['dtype']} matmul peak {mm['flops_per_s'] / 1e9:.0f} GFLOP/s ({mm['framework']} {mm['size']}^2); "
         "best of before/after the runs",
         f"{'case':<9}{'side':<6}{'prompt tok/s':>13}{'decode tok/s':>14}{'e2e tok/s':>11}"

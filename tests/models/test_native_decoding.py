@@ -22,7 +22,8 @@ def _kernels_or_skip():
 
 
 # Shapes with tails: columns not a multiple of the 16-wide tile, rows around the 6-row register block.
-@pytest.mark.parametrize("rows, inputs, columns", [(1, 768, 3072), (16, 96, 40), (7, 37, 21), (13, 130, 33), (16, 300, 50)])
+@pytest.mark.parametrize("rows, inputs, columns",
+                         [(1, 768, 3072), (16, 96, 40), (7, 37, 21), (13, 130, 33), (16, 300, 50)])
 def test_matmul_equals_numpy_for_float32_and_int8_kernels(rows, inputs, columns):
     kernels = _kernels_or_skip()
     rng = np.random.default_rng(rows)
