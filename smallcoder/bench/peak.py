@@ -100,7 +100,8 @@ def memory_bandwidth(megabytes=None, repeats=5):
     if on_cpu("jax"):
         megabytes = megabytes or 1024
         columns = 4096
-        matrix = jnp.ones((int(megabytes * 2**20 // (4 * columns)), columns), jnp.float32)
+        # Random values: a matrix of equal pages could be deduplicated by a VM's host, and read from cache.
+        matrix = jax.random.uniform(jax.random.PRNGKey(0), (int(megabytes * 2**20 // (4 * columns)), columns))
         vector = jnp.ones((columns,), jnp.float32)
         product = jax.jit(lambda m, v: m @ v)
         times = _timed(lambda: product(matrix, vector).block_until_ready(), repeats)
