@@ -199,17 +199,16 @@ class SmallCoderCausalLM(CausalLM):
         `(key, value)` pairs, each (B*K, S, H) (`SmallCoderBackbone.empty_cache`).
         """
         batch_size, prompt_length = ops.shape(prompt_ids)
-        if isinstance(prompt_length, int) and isinstance(cache_length, int):
-            # The block attends over its own P positions, not the whole cache
-            # (at the eval's shape, 304 prompt columns of 816, that was 2.7x the
-            # attention work); the room for new tokens is padded on after.
-            cache = self.backbone.empty_cache(batch_size, prompt_length, self.compute_dtype)
-            hidden_states, cache = self.backbone.call_with_cache(prompt_ids, cache, 0, start_index)
+        # The block attends over a cache of its own P positions, not the whole
+        # cache (at the eval's shape, 304 prompt columns of 816, that was 2.7x
+        # the attention work); the room for new tokens is padded on after.
+        # Shapes known only when run (TensorFlow graphs) take the whole cache.
+        static = isinstance(prompt_length, int) and isinstance(cache_length, int)
+        cache = self.backbone.empty_cache(batch_size, prompt_length if static else cache_length, self.compute_dtype)
+        hidden_states, cache = self.backbone.call_with_cache(prompt_ids, cache, 0, start_index)
+        if static and cache_length > prompt_length:
             room = [[0, 0], [0, cache_length - prompt_length], [0, 0]]
             cache = tuple((ops.pad(key, room), ops.pad(value, room)) for key, value in cache)
-        else:  # shapes known only when run (TensorFlow graphs)
-            cache = self.backbone.empty_cache(batch_size, cache_length, self.compute_dtype)
-            hidden_states, cache = self.backbone.call_with_cache(prompt_ids, cache, 0, start_index)
         logits = self.backbone.token_embedding(hidden_states[:, -1:], reverse=True)  # only the last position
         return logits[:, 0], cache
 

@@ -103,6 +103,15 @@ struct ParallelFor {
   }
 };
 
+// Frees an error XLA returned to us that we handle by doing without (a thread pool).
+void discard(const XLA_FFI_Api* api, XLA_FFI_Error* error) {
+  XLA_FFI_Error_Destroy_Args destroy;
+  memset(&destroy, 0, sizeof(destroy));
+  destroy.struct_size = XLA_FFI_Error_Destroy_Args_STRUCT_SIZE;
+  destroy.error = error;
+  api->XLA_FFI_Error_Destroy(&destroy);
+}
+
 int64_t pool_threads(XLA_FFI_CallFrame* frame) {
   int64_t threads = 1;
   XLA_FFI_ThreadPool_NumThreads_Args args;
@@ -111,11 +120,7 @@ int64_t pool_threads(XLA_FFI_CallFrame* frame) {
   args.ctx = frame->ctx;
   args.num_threads = &threads;
   if (XLA_FFI_Error* error = frame->api->XLA_FFI_ThreadPool_NumThreads(&args)) {
-    XLA_FFI_Error_Destroy_Args destroy;
-    memset(&destroy, 0, sizeof(destroy));
-    destroy.struct_size = XLA_FFI_Error_Destroy_Args_STRUCT_SIZE;
-    destroy.error = error;
-    frame->api->XLA_FFI_Error_Destroy(&destroy);
+    discard(frame->api, error);
     return 1;
   }
   return threads < 1 ? 1 : threads;
@@ -141,11 +146,7 @@ void parallel_for(XLA_FFI_CallFrame* frame, int64_t count, Body body) {
     args.task = &ParallelFor<Body>::helper;
     args.data = state;
     if (XLA_FFI_Error* error = frame->api->XLA_FFI_ThreadPool_Schedule(&args)) {
-      XLA_FFI_Error_Destroy_Args destroy;
-      memset(&destroy, 0, sizeof(destroy));
-      destroy.struct_size = XLA_FFI_Error_Destroy_Args_STRUCT_SIZE;
-      destroy.error = error;
-      frame->api->XLA_FFI_Error_Destroy(&destroy);
+      discard(frame->api, error);
       state->holders.fetch_sub(1, std::memory_order_relaxed);
       break;
     }
