@@ -5,7 +5,9 @@ Cases: batch 1 (one prompt), a batch (prompts of half to full length) and,
 where it fits the context, the evaluation's shape (`EVAL_CASE`: 16 prompts of
 100..300 tokens, 512 new tokens, as HumanEval/MBPP batches run). Each case's
 roofline (`flops.generation_roofline`) uses the memory bandwidth and float32
-matmul peak measured in the same process before and after the timed runs.
+matmul peak measured in the same process right around that case's timed runs
+(`peak.Limits` between every two calls): a shared machine's limits move
+within minutes.
 """
 
 import tempfile
@@ -139,9 +141,16 @@ def _cases(config, new_tokens, num_prompts, prompt_length, eval_case):
     return cases
 
 
-def _limits():
-    """Measured memory bandwidth and float32 matmul peak (`peak`), now."""
-    return peak.memory_bandwidth(), peak.matmul_peak()
+def _limits_of_calls(around, calls):
+    """The limits a case's runs are compared with: per call the larger of those measured just before and
+    just after it (`around[i]`, `around[i + 1]` for call i), then the median over `calls`."""
+    bandwidths, peaks = [], []
+    for i in calls:
+        (bw_before, mm_before), (bw_after, mm_after) = around[i], around[i + 1]
+        bandwidths.append(max(bw_before, bw_after, key=lambda m: m["bytes_per_s"]))
+        peaks.append(max(mm_before, mm_after, key=lambda m: m["flops_per_s"]))
+    return ({**bandwidths[0], "bytes_per_s": report.median([m["bytes_per_s"] for m in bandwidths])},
+            {**peaks[0], "flops_per_s": report.median([m["flops_per_s"] for m in peaks])})
 
 
 def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, repeats=2, vs_hf=False,
@@ -151,7 +160,9 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
     Each (side, case, 1 or all new tokens) call is compiled/warmed up once
     untimed, then timed `repeats` times, the sides alternating; medians
     are reported. Prefill figures come from the 1-new-token call, decoding
-    from the difference to the full call. With `vs_hf`, transformers gets
+    from the difference to the full call. Each case and side is compared
+    with the limits measured around its own calls (`_limits_of_calls`);
+    `memory_bandwidth` and `matmul_peak` are the best of the run. With `vs_hf`, transformers gets
     the same weights (through `smallcoder.convert.save_hf`, float32) and the
     greedy outputs are compared. With `quantize` (`QUANTIZE_CHOICES`) our
     side runs the weight-only int8 model (HF stays float32), and the figures
@@ -161,7 +172,7 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
     """
     import keras
 
-    limits_before = _limits()
+    limits = peak.Limits()
     cases = _cases(config, new_tokens, num_prompts, prompt_length, eval_case)
     causal_lm = build_decoder(config)
     tmp, hf_model = None, None
@@ -185,18 +196,20 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
             runners[("hf", label, 1)] = hf_generate(hf_model, prompts, 1)
             runners[("hf", label, new)] = hf_generate(hf_model, prompts, new)
 
-    outputs, times = {}, {key: [] for key in runners}
+    outputs, times, calls = {}, {key: [] for key in runners}, {key: [] for key in runners}
     for key, run in runners.items():  # warm up / compile every shape once
         outputs[key] = run()
+    around = [limits()]  # the limits between consecutive timed calls
     for _ in range(repeats):  # alternate ours and hf
         for key, run in runners.items():
             times[key] += report.timed_calls(run, 1)
+            calls[key].append(len(around) - 1)
+            around.append(limits())
     if tmp is not None:
         tmp.cleanup()
-    limits_after = _limits()
 
-    bandwidth = max((limits_before[0], limits_after[0]), key=lambda m: m["bytes_per_s"])
-    matmul = max((limits_before[1], limits_after[1]), key=lambda m: m["flops_per_s"])
+    bandwidth = max((b for b, _ in around), key=lambda m: m["bytes_per_s"])
+    matmul = max((m for _, m in around), key=lambda m: m["flops_per_s"])
     weight_bytes = {
         "ours": flops.decode_bytes_per_token(config, 1.0 if quantize else 4.0,
                                              4.0 if quantize == "int8-blocks" else None),
@@ -209,16 +222,19 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
         "new_tokens": new_tokens, "prompt_length": prompt_length,
         "weight_bytes_per_token": weight_bytes["ours"],
         "memory_bandwidth": bandwidth, "matmul_peak": matmul,
-        "limits_measured": {"bandwidth_bytes_per_s": [limits_before[0]["bytes_per_s"], limits_after[0]["bytes_per_s"]],
-                            "matmul_flops_per_s": [limits_before[1]["flops_per_s"], limits_after[1]["flops_per_s"]]},
+        "limits_measured": {"bandwidth_bytes_per_s": [b["bytes_per_s"] for b, _ in around],
+                            "matmul_flops_per_s": [m["flops_per_s"] for _, m in around]},
         "roofline": {},
     }
     sides = ("ours", "hf") if vs_hf else ("ours",)
     for label, (prompts, new) in cases.items():
         padded = _padded_length(prompts)
         for side in sides:
+            case_bandwidth, case_matmul = _limits_of_calls(around, calls[(side, label, 1)] + calls[(side, label, new)])
             roofline = flops.generation_roofline(config, [len(p) for p in prompts], padded, new, weight_bytes[side],
-                                                 bandwidth["bytes_per_s"], matmul["flops_per_s"])
+                                                 case_bandwidth["bytes_per_s"], case_matmul["flops_per_s"])
+            roofline["limits"] = {"bandwidth_bytes_per_s": case_bandwidth["bytes_per_s"],
+                                  "matmul_flops_per_s": case_matmul["flops_per_s"]}
             result["roofline"].setdefault(label, {})[side] = roofline
             first = report.median(times[(side, label, 1)])
             full = report.median(times[(side, label, new)])
@@ -234,7 +250,7 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
             if figures["decode_tokens_per_s"]:
                 per_step = figures["decode_tokens_per_s"] / len(prompts)
                 figures["decode_weight_bytes_per_s"] = weight_bytes[side] * per_step
-                figures["bandwidth_fraction"] = figures["decode_weight_bytes_per_s"] / bandwidth["bytes_per_s"]
+                figures["bandwidth_fraction"] = figures["decode_weight_bytes_per_s"] / case_bandwidth["bytes_per_s"]
             result.setdefault(side, {})[label] = figures
     big = f"batch_{num_prompts}"
     if quantize:

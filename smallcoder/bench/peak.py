@@ -72,7 +72,10 @@ def matmul_peak(size=2048, dtype="float32", repeats=5, framework="jax"):
     """
     runners = {"jax": _jax_runner, "torch": _torch_runner, "tensorflow": _tensorflow_runner}
     run = runners[framework](size, dtype)
-    times = _timed(run, repeats)
+    return _matmul_figures(framework, size, dtype, _timed(run, repeats))
+
+
+def _matmul_figures(framework, size, dtype, times):
     flops = 2.0 * size**3
     return {
         "framework": framework,
@@ -83,16 +86,16 @@ def matmul_peak(size=2048, dtype="float32", repeats=5, framework="jax"):
     }
 
 
-def memory_bandwidth(megabytes=None, repeats=5):
-    """Memory bytes/s, best of `repeats`, as decoding uses memory.
+def _bandwidth_runner(megabytes=None):
+    """`(run, bytes, description)`: one pass of this platform's bandwidth probe, its inputs built once.
 
-    Where JAX runs on the CPU: bytes read per second by a jitted XLA
-    matrix-vector product over a 1 GiB float32 matrix (all cores; decoding
-    streams its weights the same way, reading only). A copy is not used: it
-    also writes, and glibc's memcpy of large heap buffers, where the
-    `smallcoder` command's malloc tunables put them, ran at 9 GB/s on a
-    machine that reads at 33 GB/s. On an accelerator: a jitted `x + 1` over
-    2 GiB of its memory (read + write counted).
+    Where JAX runs on the CPU: a jitted XLA matrix-vector product over a 1 GiB
+    float32 matrix (all cores; decoding streams its weights the same way,
+    reading only). A copy is not used: it also writes, and glibc's memcpy of
+    large heap buffers, where the `smallcoder` command's malloc tunables put
+    them, ran at 9 GB/s on a machine that reads at 33 GB/s. On an
+    accelerator: a jitted `x + 1` over 2 GiB of its memory (read + write
+    counted).
     """
     import jax
     import jax.numpy as jnp
@@ -104,12 +107,44 @@ def memory_bandwidth(megabytes=None, repeats=5):
         matrix = jax.random.uniform(jax.random.PRNGKey(0), (int(megabytes * 2**20 // (4 * columns)), columns))
         vector = jnp.ones((columns,), jnp.float32)
         product = jax.jit(lambda m, v: m @ v)
-        times = _timed(lambda: product(matrix, vector).block_until_ready(), repeats)
-        return {"bytes_per_s": matrix.nbytes / min(times), "megabytes": megabytes, "memory": "host",
-                "method": "matrix-vector read"}
+        return (lambda: product(matrix, vector).block_until_ready(), matrix.nbytes,
+                {"megabytes": megabytes, "memory": "host", "method": "matrix-vector read"})
     megabytes = megabytes or 2048
     source = jnp.ones(int(megabytes * 2**20 // 4), dtype=jnp.float32)
     add_one = jax.jit(lambda x: x + 1.0)
-    times = _timed(lambda: add_one(source).block_until_ready(), repeats)
-    return {"bytes_per_s": 2 * source.nbytes / min(times), "megabytes": megabytes, "memory": jax.devices()[0].platform,
-            "method": "read + write"}
+    return (lambda: add_one(source).block_until_ready(), 2 * source.nbytes,
+            {"megabytes": megabytes, "memory": jax.devices()[0].platform, "method": "read + write"})
+
+
+def memory_bandwidth(megabytes=None, repeats=5):
+    """Memory bytes/s, best of `repeats`, as decoding uses memory (`_bandwidth_runner`)."""
+    run, nbytes, description = _bandwidth_runner(megabytes)
+    times = _timed(run, repeats)
+    return {"bytes_per_s": nbytes / min(times), **description}
+
+
+class Limits:
+    """The memory bandwidth and float32 matmul peak of JAX's first device, measured anew on each call.
+
+    A shared machine's limits move within minutes (a VM's neighbours use the
+    same memory), so a benchmark compares each timed run with the limits
+    measured right around it. The probes' inputs and programs are built once;
+    a call takes `repeats` passes of each (about 0.5 s on a 2-core CPU).
+
+    Returns (per call): `(bandwidth, matmul)` dicts as `memory_bandwidth`
+    and `matmul_peak` return them.
+    """
+
+    def __init__(self, repeats=3, matmul_size=2048):
+        self.repeats, self.matmul_size = repeats, matmul_size
+        self._bandwidth = _bandwidth_runner()
+        self._matmul = _jax_runner(matmul_size, "float32")
+        self._bandwidth[0]()  # compile and warm up
+        self._matmul()
+
+    def __call__(self):
+        run, nbytes, description = self._bandwidth
+        read = timed_calls(run, self.repeats)
+        multiply = timed_calls(self._matmul, self.repeats)
+        bandwidth = {"bytes_per_s": nbytes / min(read), **description}
+        return bandwidth, _matmul_figures("jax", self.matmul_size, "float32", multiply)

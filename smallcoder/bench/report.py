@@ -144,6 +144,12 @@ def format_memory(m):
     return lines
 
 
+def _span(r, key):
+    """`low-high` of a limit measured through a `bench_generate` run, in G units."""
+    values = r["limits_measured"][key]
+    return f"{min(values) / 1e9:.1f}-{max(values) / 1e9:.1f}"
+
+
 def format_generate(r):
     """Human-readable lines for a `bench_generate` result: per case and side, rates and roofline fractions."""
     m, bw, mm = r["machine"], r["memory_bandwidth"], r["matmul_peak"]
@@ -152,10 +158,10 @@ def format_generate(r):
         f"{m.get('cpu_model', m.get('device', ''))} x {m['cpu_count']} cores "
         f"(load {m.get('load_average', ('?',))[0]:.1f})",
         r.get("decoding_note", f"decoding: {r['decoding']}"),
-        f"measured: memory bandwidth {bw['bytes_per_s'] / 1e9:.1f} GB/s "
+        f"measured: memory bandwidth {_span(r, 'bandwidth_bytes_per_s')} GB/s "
         f"({bw['megabytes']} MiB {bw['memory']} {bw.get('method', 'copy')}), "
-        f"{mm['dtype']} matmul peak {mm['flops_per_s'] / 1e9:.0f} GFLOP/s ({mm['framework']} {mm['size']}^2); "
-        "best of before/after the runs",
+        f"{mm['dtype']} matmul peak {_span(r, 'matmul_flops_per_s')} GFLOP/s ({mm['framework']} {mm['size']}^2) "
+        "over the run; each case against those measured around its own runs",
         f"{'case':<9}{'side':<6}{'prompt tok/s':>13}{'decode tok/s':>14}{'e2e tok/s':>11}"
         f"{'% of roofline: prefill / decode / e2e':>40}{'bytes/token':>13}{'FLOPs/token':>13}",
     ]
@@ -170,7 +176,9 @@ def format_generate(r):
                                    for k in ("prefill", "decode", "generate"))
             lines.append(f"{label:<9}{side:<6}{f['prompt_tokens_per_s']:13.1f}{decode}{f['tokens_per_s']:11.1f}"
                          f"{fractions:>40}{roof['bytes_per_token'] / 1e6:10.1f} MB"
-                         f"{roof['flops_per_token'] / 1e9:11.2f} G")
+                         f"{roof['flops_per_token'] / 1e9:11.2f} G"
+                         f"  (at {roof['limits']['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, "
+                         f"{roof['limits']['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s)")
         if f"ratio_{label}" in r:
             decode = r.get("ratio_decode", {}).get(label)
             lines.append(f"{'':<9}ours/hf: end-to-end {r[f'ratio_{label}']:.2f}x, prefill "

@@ -57,8 +57,12 @@ def test_bench_generate_reports_rates_rooflines_and_matches_hf():
     r = run(["generate", "--preset", "smallcoder_test", "--new-tokens", "4", "--prompts", "3",
              "--prompt-length", "8", "--repeats", "1", "--vs", "hf", "--no-eval-case"])
     assert r["memory_bandwidth"]["bytes_per_s"] > 0 and r["matmul_peak"]["flops_per_s"] > 0
+    measured = r["limits_measured"]["bandwidth_bytes_per_s"]
+    assert len(measured) == 1 + 2 * 2 * 2  # before the first timed call, then after each (2 sides x 2 cases x 2)
+    assert r["memory_bandwidth"]["bytes_per_s"] == max(measured)
     for side in ("ours", "hf"):
         for label, batch in (("batch_1", 1), ("batch_3", 3)):
+            assert min(measured) <= r["roofline"][label][side]["limits"]["bandwidth_bytes_per_s"] <= max(measured)
             figures = r[side][label]
             assert figures["batch"] == batch and figures["new_tokens"] == 4
             assert figures["prompt_tokens_per_s"] > 0 and figures["tokens_per_s"] > 0
@@ -94,3 +98,17 @@ def test_bench_checkpoint_reports_the_size_of_weights_and_adamw_state_once(tmp_p
         assert 0 < save["blocking_s"] <= save["total_s"]
         assert 0.9 * state_bytes <= save["bytes"] <= 1.1 * state_bytes
     assert not list(tmp_path.iterdir())  # written to a temporary folder that is gone again
+
+
+def test_each_case_is_compared_with_the_limits_measured_around_its_own_calls():
+    from smallcoder.bench.generate import _limits_of_calls
+
+    def limits(gbs, gflops):
+        return {"bytes_per_s": gbs * 1e9, "method": "probe"}, {"flops_per_s": gflops * 1e9, "size": 8}
+
+    around = [limits(30, 100), limits(50, 90), limits(20, 80), limits(40, 120)]
+    # call 0 ran between around[0] and [1], call 2 between [2] and [3]: the better of each pair, then the median
+    bandwidth, matmul = _limits_of_calls(around, [0, 2])
+    assert bandwidth == {"bytes_per_s": 45e9, "method": "probe"}
+    assert matmul == {"flops_per_s": 110e9, "size": 8}
+    assert _limits_of_calls(around, [1])[0]["bytes_per_s"] == 50e9
