@@ -15,6 +15,7 @@ import tempfile
 import numpy as np
 
 from smallcoder.bench import flops, peak, report
+from smallcoder.bench.quantization import prompt_logits, quantization_figures
 
 # The evaluation's shape: prompts of 100..300 tokens, 512 new tokens, 16 rows.
 EVAL_CASE = {"prompts": 16, "shortest": 100, "longest": 300, "new_tokens": 512}
@@ -27,11 +28,6 @@ def random_prompts(config, count, length=32, seed=0, shortest=None):
     lengths = rng.integers(shortest, length + 1, size=count)
     lengths[0] = length
     return [[int(t) for t in rng.integers(1, config["vocabulary_size"], size=n)] for n in lengths]
-
-
-# Stated tolerance of a quantized model's logits: max |logit - float32 logit|
-# at most this fraction of the float32 logits' standard deviation.
-LOGIT_TOLERANCE_OF_STD = 0.1
 
 
 def build_decoder(config, seed=0):
@@ -65,61 +61,6 @@ def _figures(prompts, new_tokens, first_s, full_s):
         "decode_tokens_per_s": batch * (new_tokens - 1) / (full_s - first_s) if full_s > first_s else None,
         "tokens_per_s": batch * new_tokens / full_s,  # new tokens per second, end to end
     }
-
-
-def prompt_logits(causal_lm, prompts):
-    """Float32 logits (B, P, V) of right-padded `prompts` (full forward, no cache) and the padding mask (B, P)."""
-    from keras import ops
-
-    longest = max(len(p) for p in prompts)
-    ids = np.zeros((len(prompts), longest), "int32")
-    mask = np.zeros((len(prompts), longest), "int32")
-    for row, p in enumerate(prompts):
-        ids[row, : len(p)], mask[row, : len(p)] = p, 1
-    logits = causal_lm.predict_on_batch({"token_ids": ids, "padding_mask": mask})
-    return ops.convert_to_numpy(ops.cast(logits, "float32")), mask.astype(bool)
-
-
-def quantization_figures(reference_logits, logits, mask, reference_tokens, tokens):
-    """Logit error of a quantized model vs float32 and its greedy agreement.
-
-    Args:
-        reference_logits, logits: float (B, P, V), float32 and quantized model.
-        mask: bool (B, P), real prompt positions.
-        reference_tokens, tokens: lists of B greedy continuations.
-    """
-    diff = np.abs(logits - reference_logits)[mask]
-    std = float(reference_logits[mask].std())
-    prefixes = []
-    for ref, got in zip(reference_tokens, tokens):
-        same = next((i for i, (a, b) in enumerate(zip(ref, got)) if a != b), min(len(ref), len(got)))
-        prefixes.append(same)
-    return {
-        "max_abs_logit_diff": float(diff.max()),
-        "float32_logit_std": std,
-        "max_diff_of_std": float(diff.max()) / std,
-        "tolerance_of_std": LOGIT_TOLERANCE_OF_STD,
-        "within_tolerance": float(diff.max()) <= LOGIT_TOLERANCE_OF_STD * std,
-        "argmax_agreement": float(np.mean(np.argmax(logits, -1)[mask] == np.argmax(reference_logits, -1)[mask])),
-        "greedy_equal_rows": sum(a == b for a, b in zip(reference_tokens, tokens)),
-        "rows": len(tokens),
-        "greedy_equal_prefix_mean": float(np.mean(prefixes)),
-    }
-
-
-def format_quantization(r):
-    """Lines for the `quantization` figures of a `bench_generate` result."""
-    if "quantization" not in r:
-        return []
-    lines = []
-    for label, q in r["quantization"].items():
-        lines.append(
-            f"{r['dtype']} vs float32 ({label}): max |logit diff| {q['max_abs_logit_diff']:.4f} = "
-            f"{q['max_diff_of_std']:.3f} std (tolerance {q['tolerance_of_std']} std: "
-            f"{'within' if q['within_tolerance'] else 'EXCEEDED'}); prompt argmax agreement "
-            f"{q['argmax_agreement']:.1%}; greedy tokens equal on {q['greedy_equal_rows']}/{q['rows']} rows "
-            f"(mean equal prefix {q['greedy_equal_prefix_mean']:.1f} tokens)")
-    return lines
 
 
 def _padded_length(prompts):

@@ -257,7 +257,8 @@ def generate(preset, num_layers, new_tokens, num_prompts, prompt_length, eval_ca
     """Greedy prefill, decode and end-to-end tokens/s per case vs transformers `generate` and the roofline."""
     import json
 
-    from smallcoder.bench.generate import bench_generate, format_quantization
+    from smallcoder.bench.generate import bench_generate
+    from smallcoder.bench.quantization import format_quantization
     from smallcoder.bench.report import format_generate
 
     result = bench_generate(_config(preset, num_layers), new_tokens=new_tokens, num_prompts=num_prompts,
@@ -266,3 +267,42 @@ def generate(preset, num_layers, new_tokens, num_prompts, prompt_length, eval_ca
     result["preset"] = preset
     lines = [format_generate(result), *format_quantization(result)]
     click.echo(json.dumps(result) if as_json else "\n".join(lines))
+
+
+@command.command("quantization")
+@click.option("--model", "model_path", required=True,
+              help="Trained model: a Keras preset folder or Hugging Face folder with its tokenizer.json.")
+@click.option("--quantize", default="int8", show_default=True, type=click.Choice(QUANTIZE_CHOICES),
+              help="The weight-only int8 form to check against the model's float32 self.")
+@click.option("--tasks", default="humaneval", show_default=True, type=click.Choice(["humaneval", "mbpp", "demo"]),
+              help="Whose prompts (chat format): a benchmark's first --limit tasks.")
+@click.option("--limit", default=16, show_default=True, help="Prompts to compare on.")
+@click.option("--new-tokens", default=64, show_default=True, help="Greedy tokens per prompt (stops at EOS).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (with both token lists).")
+def quantization(model_path, quantize, tasks, limit, new_tokens, as_json):
+    """Logit error and greedy agreement of a trained model's --quantize form vs float32, on benchmark prompts."""
+    import json
+
+    from smallcoder.models.presets import check_model_source
+
+    try:
+        check_model_source(model_path)  # before the heavy imports: a wrong path fails at once
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    from smallcoder.bench.quantization import check_quantization, format_quantization
+    from smallcoder.eval.runner import BENCHMARKS
+    from smallcoder.models import SmallCoderCausalLM
+
+    try:
+        causal_lm = SmallCoderCausalLM.from_preset(model_path, dtype="float32")
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    if causal_lm.tokenizer is None:
+        raise click.ClickException(f"{model_path!r} has no tokenizer.json; the prompts are text.")
+    benchmark = BENCHMARKS[tasks]
+    texts = [benchmark.build_prompt(task) for task in benchmark.load_tasks(limit=limit)]
+    causal_lm.compile(sampler="greedy")
+    figures = check_quantization(causal_lm, causal_lm.tokenizer.encode_batch(texts), quantize, new_tokens)
+    result = {"model": model_path, "dtype": quantize, "tasks": tasks, "new_tokens": new_tokens,
+              "decoding": causal_lm.decoding, "quantization": {f"{tasks}, {len(texts)} prompts": figures}}
+    click.echo(json.dumps(result) if as_json else "\n".join(format_quantization(result)))

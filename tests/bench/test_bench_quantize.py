@@ -3,7 +3,7 @@
 import numpy as np
 from click.testing import CliRunner
 
-from smallcoder.bench.generate import (
+from smallcoder.bench.quantization import (
     LOGIT_TOLERANCE_OF_STD,
     format_quantization,
     quantization_figures,
@@ -31,3 +31,32 @@ def test_generate_cli_quantize_int8_runs():
     )
     assert result.exit_code == 0, result.output
     assert "def f():" in result.output
+
+
+def test_bench_quantization_compares_a_saved_model_with_its_int8_self(tmp_path):
+    import json
+
+    from smallcoder.eval import demo
+    from smallcoder.models import SmallCoderCausalLM
+
+    lm = SmallCoderCausalLM.from_preset("smallcoder_test")
+    lm.save_to_preset(str(tmp_path / "model"))
+    args = ["bench", "quantization", "--model", str(tmp_path / "model"), "--tasks", "demo", "--limit", "3",
+            "--new-tokens", "5", "--json"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.stdout.strip().splitlines()[-1])
+    q = r["quantization"]["demo, 3 prompts"]
+    # The reference is the saved model's own float32 greedy output on the benchmark's chat prompts.
+    lm.compile(sampler="greedy")
+    prompts = [demo.build_prompt(task) for task in demo.load_tasks(limit=3)]
+    expected = lm.generate(lm.tokenizer.encode_batch(prompts), max_new_tokens=5, strip_prompt=True)
+    assert q["float32_tokens"] == expected
+    assert q["rows"] == 3 and len(q["quantized_tokens"]) == 3
+    assert q["greedy_equal_rows"] == sum(a == b for a, b in zip(q["float32_tokens"], q["quantized_tokens"]))
+    assert q["max_abs_logit_diff"] > 0  # int8 weights are not the float32 ones
+
+
+def test_bench_quantization_names_a_missing_model():
+    result = CliRunner().invoke(main, ["bench", "quantization", "--model", "/does/not/exist"])
+    assert result.exit_code != 0 and "/does/not/exist" in result.output and "Traceback" not in result.output

@@ -3,10 +3,8 @@
 import keras
 import numpy as np
 
+from smallcoder.bench.quantization import LOGIT_TOLERANCE_OF_STD  # max |logit diff| / std of float32 logits
 from smallcoder.models import SmallCoderCausalLM
-
-# Stated tolerance (docs/bench.md): max |logit - float32 logit| <= 0.1 x std of the float32 logits.
-LOGIT_TOLERANCE_OF_STD = 0.1
 
 
 def _model_batch_and_float32_logits(seed):
