@@ -9,6 +9,7 @@ from keras_hub.samplers import GreedySampler
 from smallcoder import compat
 from smallcoder.models.backbone import SmallCoderBackbone
 from smallcoder.models.embedding import SmallCoderEmbedding
+from smallcoder.models.native_decoding import PackedWeights
 from smallcoder.models.quantization import QUANTIZE_CHOICES
 
 # Generation pads the total length up to a multiple of this, so prompts of
@@ -58,6 +59,7 @@ class SmallCoderCausalLM(CausalLM):
         hidden_states = backbone(inputs)
         logits = backbone.token_embedding(hidden_states, reverse=True)  # (B, T, V)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self._packed_weights = PackedWeights()  # the native decoding kernels' weights, between generate calls
 
     def compile(
         self, optimizer="auto", loss="auto", *, weighted_metrics="auto", sampler="greedy", **kwargs
@@ -253,7 +255,7 @@ class SmallCoderCausalLM(CausalLM):
         token_ids = ops.slice_update(token_ids, [0, prompt_length], ops.cast(first[:, None], token_ids.dtype))
         if total > prompt_length + 1:
             token_ids = self._decode(token_ids, cache, first, start_index, prompt_length,
-                                     inputs["end_index"], stop_token_ids)
+                                     inputs["end_index"], stop_token_ids, inputs.get("decode_weights"))
         if stop_token_ids is None:
             return {"token_ids": token_ids, "padding_mask": ops.ones_like(token_ids, dtype="bool")}
         generated = ops.logical_not(padding_mask)
@@ -261,12 +263,20 @@ class SmallCoderCausalLM(CausalLM):
         after_end = ops.cumsum(ends, axis=-1) - ends
         return {"token_ids": token_ids, "padding_mask": ops.equal(after_end, 0)}
 
-    def _decode(self, token_ids, cache, first, start_index, prompt_length, end_index, stop_token_ids):
-        """The decoding loop: tokens at columns P+1 .. end_index-1, until every row has stopped."""
+    def _decode(self, token_ids, cache, first, start_index, prompt_length, end_index, stop_token_ids,
+                decode_weights=None):
+        """The decoding loop: tokens at columns P+1 .. end_index-1, until every row has stopped.
+
+        `decode_weights`: the native kernels' packed weights as `generate`
+        passes them (`PackedWeights.arrays`), or None to pack them here.
+        """
         if self.decoding == "native":
             from smallcoder.models import native_decoding
 
-            weights = native_decoding.decode_weights(self.backbone)  # packed once, outside the loop
+            if decode_weights is None:
+                weights = native_decoding.decode_weights(self.backbone)  # packed once, outside the loop
+            else:
+                weights = self._packed_weights.rebuild(decode_weights)
 
             def step(tokens, cache, index):
                 return native_decoding.decode_step(self.backbone, weights, tokens, cache, index, start_index)
@@ -337,6 +347,8 @@ class SmallCoderCausalLM(CausalLM):
         )
 
         inputs = _padded_batch(prompts, max_new_tokens, pad_id=_pad_id(stop_token_ids))
+        if self.decoding == "native" and max_new_tokens > 1:  # packed once for every call with these weights
+            inputs["decode_weights"] = self._packed_weights.arrays(self.backbone)
         outputs = self.make_generate_function()(inputs, stop_token_ids=stop_token_ids)
         out_ids = ops.convert_to_numpy(outputs["token_ids"])
         out_mask = ops.convert_to_numpy(outputs["padding_mask"])

@@ -98,6 +98,29 @@ def test_native_greedy_tokens_equal_xla_for_float32_and_int8_weights(lm):
     assert out["native"] == out["xla"] and len(out["native"][1]) == free[1].index(stop)
 
 
+def test_packed_weights_are_kept_between_generate_calls_until_a_weight_changes():
+    _kernels_or_skip()
+    keras.utils.set_random_seed(5)
+    backbone = SmallCoderBackbone(
+        vocabulary_size=300, num_layers=2, num_query_heads=4, num_key_value_heads=2, hidden_dim=32,
+        intermediate_dim=72, max_sequence_length=96, initializer_range=0.3,
+    )  # fmt: skip
+    model = SmallCoderCausalLM(backbone)
+    model.compile(sampler="greedy")
+    prompts = [[5, 6, 7], [8, 9]]
+    first = model.generate(prompts, max_new_tokens=8, stop_token_ids=None)
+    packed = model._packed_weights.arrays(backbone)
+    assert model.generate(prompts, max_new_tokens=8, stop_token_ids=None) == first
+    assert model._packed_weights.arrays(backbone)[0] is packed[0]  # not packed again
+
+    # A new output projection (as fit or load_weights would write): packed again, and followed.
+    head = backbone.token_embedding.reverse_embeddings
+    head.assign(np.random.default_rng(6).normal(0, 1.0, head.shape).astype("float32"))
+    after = _generate_both_ways(model, prompts, max_new_tokens=8, stop_token_ids=None)
+    assert after["native"] == after["xla"] != first
+    assert model._packed_weights.arrays(backbone)[0] is not packed[0]
+
+
 def test_native_decoding_is_refused_where_it_cannot_run():
     keras.utils.set_random_seed(0)
     model = SmallCoderCausalLM.from_preset("smallcoder_test")
