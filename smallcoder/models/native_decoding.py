@@ -109,11 +109,15 @@ class PackedWeights:
     compiled `generate` as inputs; `rebuild(arrays)` puts them back into
     `decode_weights`' structure inside the trace. A weight has changed when
     its variable holds another array (`fit`, `load_weights`, `quantize`);
-    weak references to the arrays packed from tell. Costs the packed copy's
-    memory for as long as the model lives.
+    weak references to the arrays packed from tell, and the packed copy is
+    let go as soon as one of those is freed (training between two stage-gate
+    evals does not keep a stale 1 GB copy).
     """
 
     def __init__(self):
+        self._sources, self._packed = None, None
+
+    def _drop(self, _):
         self._sources, self._packed = None, None
 
     def arrays(self, backbone):
@@ -130,7 +134,8 @@ class PackedWeights:
             leaves, treedef = jax.tree_util.tree_flatten(decode_weights(backbone))
             static = {i: leaf for i, leaf in enumerate(leaves) if not isinstance(leaf, jax.Array)}
             arrays = [leaf for leaf in leaves if isinstance(leaf, jax.Array)]
-            self._sources, self._packed = [weakref.ref(value) for value in values], (treedef, static, arrays)
+            self._sources = [weakref.ref(value, self._drop) for value in values]
+            self._packed = (treedef, static, arrays)
         return self._packed[2]
 
     def rebuild(self, arrays):

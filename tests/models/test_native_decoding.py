@@ -6,6 +6,8 @@ Logits of the whole decoding step against the full forward pass are in
 tests/models/test_cached_logits.py.
 """
 
+import gc
+
 import keras
 import numpy as np
 import pytest
@@ -116,6 +118,8 @@ def test_packed_weights_are_kept_between_generate_calls_until_a_weight_changes()
     # A new output projection (as fit or load_weights would write): packed again, and followed.
     head = backbone.token_embedding.reverse_embeddings
     head.assign(np.random.default_rng(6).normal(0, 1.0, head.shape).astype("float32"))
+    gc.collect()
+    assert model._packed_weights._packed is None  # the stale copy let go when the old kernel was freed
     after = _generate_both_ways(model, prompts, max_new_tokens=8, stop_token_ids=None)
     assert after["native"] == after["xla"] != first
     assert model._packed_weights.arrays(backbone)[0] is not packed[0]
