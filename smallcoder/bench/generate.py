@@ -103,9 +103,10 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
     are reported. Prefill figures come from the 1-new-token call, decoding
     from the difference to the full call. Each case and side is compared
     with the limits measured around its own calls (`_limits_of_calls`);
-    `memory_bandwidth` and `matmul_peak` are the best of the run. With `vs_hf`, transformers gets
-    the same weights (through `smallcoder.convert.save_hf`, float32) and the
-    greedy outputs are compared. With `quantize` (`QUANTIZE_CHOICES`) our
+    `memory_bandwidth` and `matmul_peak` are the best of the run. With
+    `vs_hf`, transformers gets the same weights (through
+    `smallcoder.convert.save_hf`, float32) and the greedy outputs are
+    compared. With `quantize` (`QUANTIZE_CHOICES`) our
     side runs the weight-only int8 model (HF stays float32), and the figures
     include its logit error and greedy agreement vs the float32 model
     (`quantization_figures`). `decoding`: `"auto"`, `"native"` or `"xla"`
