@@ -4,9 +4,10 @@ The same math as `SmallCoderBackbone.call_with_cache` for one new token per
 row, with the projections, the output projection and attention run by the
 custom calls; norms, RoPE and the embedding lookup stay the Keras layers'
 own. `decode_weights` packs the kernels outside the decoding loop: q|k|v
-and gate|up concatenated, so that a block runs four products. Float32 kernels and Keras int8 kernels without activation
-quantization (`smallcoder.models.quantization.quantize_weights`) are
-supported; `supports(backbone)` says whether a model's layers all are.
+and gate|up concatenated, so that a block runs four products. Float32
+kernels and Keras int8 kernels without activation quantization
+(`smallcoder.models.quantization.quantize_weights`) are supported;
+`supports(backbone)` says whether a model's layers all are.
 `PackedWeights` keeps the packed kernels from one `generate` call to the
 next while the weights stay the same.
 """
