@@ -283,22 +283,12 @@ def quantization(model_path, quantize, tasks, limit, new_tokens, as_json):
     """Logit error and greedy agreement of a trained model's --quantize form vs float32, on benchmark prompts."""
     import json
 
-    from smallcoder.models.presets import check_model_source
+    from smallcoder.commands._model import load_model_option
 
-    try:
-        check_model_source(model_path)  # before the heavy imports: a wrong path fails at once
-    except ValueError as e:
-        raise click.ClickException(str(e)) from e
+    causal_lm = load_model_option(model_path, dtype="float32", text_because="the prompts are text")
     from smallcoder.bench.quantization import check_quantization, format_quantization
     from smallcoder.eval.runner import BENCHMARKS
-    from smallcoder.models import SmallCoderCausalLM
 
-    try:
-        causal_lm = SmallCoderCausalLM.from_preset(model_path, dtype="float32")
-    except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from e
-    if causal_lm.tokenizer is None:
-        raise click.ClickException(f"{model_path!r} has no tokenizer.json; the prompts are text.")
     benchmark = BENCHMARKS[tasks]
     texts = [benchmark.build_prompt(task) for task in benchmark.load_tasks(limit=limit)]
     causal_lm.compile(sampler="greedy")

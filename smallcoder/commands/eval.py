@@ -50,15 +50,9 @@ def _run(name, model_path, samples, **kwargs):
         kwargs["output_dir"] = os.path.join("runs", "eval", re.sub(r"[^\w.-]+", "_", source))
     causal_lm = None
     if model_path is not None:
-        from smallcoder.models.presets import check_model_source
+        from smallcoder.commands._model import load_model_option
 
-        try:
-            check_model_source(model_path)  # before importing Keras: a wrong path fails at once
-            from smallcoder.models import SmallCoderCausalLM
-
-            causal_lm = SmallCoderCausalLM.from_preset(model_path)
-        except (ValueError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from e
+        causal_lm = load_model_option(model_path)
         click.echo(causal_lm.decoding_note, err=True)
     try:
         summary = run_eval(

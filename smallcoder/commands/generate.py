@@ -30,15 +30,11 @@ from smallcoder.models.quantization import QUANTIZE_CHOICES
 def command(prompts, model_path, max_new_tokens, sampler, temperature, top_k, top_p, seed, chat, quantize,
             verbose, truncate_prompt):
     """Generate a continuation for each PROMPT (batched together)."""
-    from smallcoder.models.presets import check_model_source
+    from smallcoder.commands._model import load_model_option
 
-    try:
-        check_model_source(model_path)  # before the heavy imports: a wrong path fails at once
-    except ValueError as e:
-        raise click.ClickException(str(e)) from e
+    causal_lm = load_model_option(model_path, text_because="cannot generate from text")
     import keras_hub
 
-    from smallcoder.models import SmallCoderCausalLM
     from smallcoder.tokenizer import chat_prompt
 
     samplers = {
@@ -47,12 +43,6 @@ def command(prompts, model_path, max_new_tokens, sampler, temperature, top_k, to
         "top_p": lambda: keras_hub.samplers.TopPSampler(p=top_p, temperature=temperature, seed=seed),
         "temperature": lambda: keras_hub.samplers.RandomSampler(temperature=temperature, seed=seed),
     }
-    try:
-        causal_lm = SmallCoderCausalLM.from_preset(model_path)
-    except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from e
-    if causal_lm.tokenizer is None:
-        raise click.ClickException(f"{model_path!r} has no tokenizer.json; cannot generate from text.")
     if quantize:
         causal_lm.quantize_for_generation(quantize)
     causal_lm.compile(sampler=samplers[sampler]())
