@@ -4,6 +4,8 @@ Both run in the calling process on the framework's first device, so the
 figures they are compared with come from the same compiler, threads and
 (noisy, shared) machine. `matmul_peak` is also the MFU denominator of
 training on a device without a datasheet entry (`training.flops.peak_flops`).
+`Limits` measures the bandwidth and the peak anew on each call, for a
+benchmark that holds each run against the limits measured around it.
 """
 
 from smallcoder.bench.report import median, timed_calls
@@ -86,7 +88,7 @@ def _matmul_figures(framework, size, dtype, times):
     }
 
 
-def _bandwidth_runner(megabytes=None):
+def _bandwidth_runner():
     """`(run, bytes, description)`: one pass of this platform's bandwidth probe, its inputs built once.
 
     Where JAX runs on the CPU: a jitted XLA matrix-vector product over a 1 GiB
@@ -101,26 +103,18 @@ def _bandwidth_runner(megabytes=None):
     import jax.numpy as jnp
 
     if on_cpu("jax"):
-        megabytes = megabytes or 1024
-        columns = 4096
+        megabytes, columns = 1024, 4096
         # Random values: a matrix of equal pages could be deduplicated by a VM's host, and read from cache.
         matrix = jax.random.uniform(jax.random.PRNGKey(0), (int(megabytes * 2**20 // (4 * columns)), columns))
         vector = jnp.ones((columns,), jnp.float32)
         product = jax.jit(lambda m, v: m @ v)
         return (lambda: product(matrix, vector).block_until_ready(), matrix.nbytes,
                 {"megabytes": megabytes, "memory": "host", "method": "matrix-vector read"})
-    megabytes = megabytes or 2048
+    megabytes = 2048
     source = jnp.ones(int(megabytes * 2**20 // 4), dtype=jnp.float32)
     add_one = jax.jit(lambda x: x + 1.0)
     return (lambda: add_one(source).block_until_ready(), 2 * source.nbytes,
             {"megabytes": megabytes, "memory": jax.devices()[0].platform, "method": "read + write"})
-
-
-def memory_bandwidth(megabytes=None, repeats=5):
-    """Memory bytes/s, best of `repeats`, as decoding uses memory (`_bandwidth_runner`)."""
-    run, nbytes, description = _bandwidth_runner(megabytes)
-    times = _timed(run, repeats)
-    return {"bytes_per_s": nbytes / min(times), **description}
 
 
 class Limits:
@@ -131,8 +125,9 @@ class Limits:
     measured right around it. The probes' inputs and programs are built once;
     a call takes `repeats` passes of each (about 0.5 s on a 2-core CPU).
 
-    Returns (per call): `(bandwidth, matmul)` dicts as `memory_bandwidth`
-    and `matmul_peak` return them.
+    Returns (per call): `(bandwidth, matmul)`: `bytes_per_s` (best pass)
+    with the probe's `megabytes`, `memory` and `method`; and `matmul_peak`'s
+    dict.
     """
 
     def __init__(self, repeats=3, matmul_size=2048):
