@@ -74,23 +74,32 @@ bool is(const XLA_FFI_Buffer* b, XLA_FFI_DataType dtype, int64_t rank) {
 //
 // Work units [0, count) are taken in chunks from an atomic counter by the
 // calling thread and by helper tasks scheduled on XLA's pool; the caller
-// returns when every unit is done. A helper that starts late finds nothing
-// left; the shared state lives until the last holder lets go of it.
+// returns when every unit is done. Chunks shrink as the work runs out (each
+// takes 1 / (2 x threads) of what is left, guided scheduling), so the threads
+// finish close together: with fixed eighths, one thread of two waited at the
+// end of each call, 1.0-1.3 ms of a 33 ms batch-1 step (the output
+// projection's last chunk alone was 19 MB of weights). A helper that starts
+// late finds nothing left; the shared state lives until the last holder
+// lets go of it.
 
 template <typename Body>
 struct ParallelFor {
   Body body;
-  int64_t count, chunk;
+  int64_t count, share;  // a chunk is 1 / share of the units left (at least one)
   std::atomic<int64_t> next{0}, done{0};
   std::atomic<int> holders{1};
 
   void work() {
+    int64_t begin = next.load(std::memory_order_relaxed), end;
     for (;;) {
-      int64_t begin = next.fetch_add(chunk, std::memory_order_relaxed);
-      if (begin >= count) break;
-      int64_t end = begin + chunk < count ? begin + chunk : count;
+      do {
+        if (begin >= count) return;
+        int64_t left = count - begin, chunk = left / share;
+        end = begin + (chunk > 1 ? chunk : 1);
+      } while (!next.compare_exchange_weak(begin, end, std::memory_order_relaxed));
       body(begin, end);
       done.fetch_add(end - begin, std::memory_order_acq_rel);
+      begin = next.load(std::memory_order_relaxed);
     }
   }
   void release() {
@@ -134,9 +143,7 @@ void parallel_for(XLA_FFI_CallFrame* frame, int64_t count, Body body) {
     body(0, count);
     return;
   }
-  // A few chunks per thread, so a late helper costs little.
-  int64_t chunk = (count + 4 * threads - 1) / (4 * threads);
-  auto* state = new ParallelFor<Body>{body, count, chunk};
+  auto* state = new ParallelFor<Body>{body, count, 2 * threads};
   for (int64_t t = 1; t < threads; ++t) {
     state->holders.fetch_add(1, std::memory_order_relaxed);
     XLA_FFI_ThreadPool_Schedule_Args args;
