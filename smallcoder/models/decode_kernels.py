@@ -8,7 +8,9 @@ False and decoding uses XLA's own dots). Three kernels:
 - `matmul(x, packed)`: x (M, K) float32 @ a packed kernel, float32 or int8
   with per-output-channel scales (Keras' int8 layout: w = q / scale). Reads
   each weight once per call at close to memory bandwidth for one row, and
-  keeps a 6 x 16 block of rows x columns in registers for more rows.
+  keeps a 6 x 16 block of rows x columns in registers for more rows. It can
+  take the RMSNorm before it, SwiGLU's gating before it and a residual
+  add after it, so that a decoder block runs no XLA op between its products.
 - `attention(...)`: one new query per row over the valid span of the KV cache
   only (XLA reads the whole, length-bucketed cache).
 
@@ -21,7 +23,8 @@ import functools
 from typing import NamedTuple
 
 TILE = 16
-_TARGETS = ("smallcoder_matmul_f32", "smallcoder_matmul_s8", "smallcoder_attention")
+_MATMULS = ("", "_norm", "_add", "_gated_add")  # the fused forms `matmul` picks from
+_TARGETS = tuple(f"smallcoder_matmul{form}_{w}" for form in _MATMULS for w in ("f32", "s8")) + ("smallcoder_attention",)
 
 
 class PackedKernel(NamedTuple):
@@ -102,15 +105,34 @@ def pack(kernel, scale=None):
     return PackedKernel(jnp.transpose(kernel.reshape(inputs, tiles, TILE), (1, 0, 2)), scale, columns)
 
 
-def matmul(x, packed):
-    """x float32 (M, K) @ the packed kernel: float32 (M, N)."""
+def matmul(x, packed, norm=None, gated=False, residual=None):
+    """x float32 (M, K) @ the packed kernel: float32 (M, N), with what comes before and after it fused.
+
+    Args:
+        norm: `(gamma (K,), epsilon)`: multiply `x * rsqrt(mean(x^2) + epsilon)
+            * gamma` (keras.layers.RMSNormalization) instead of x.
+        gated: x is (M, 2K), gate | up: multiply `silu(gate) * up` (SwiGLU).
+        residual: float32 (M, N), added to the product.
+    """
     import jax
     import jax.numpy as jnp
 
+    if norm is not None and gated:
+        raise ValueError("matmul fuses a norm or a gate before the product, not both")
+    form = "_norm" if norm is not None else "_gated" if gated else ""
+    inputs = [x]
+    if norm is not None:
+        inputs += [jnp.asarray(norm[0], jnp.float32), jnp.asarray(norm[1], jnp.float32)]
+    if residual is not None:
+        form += "_add"
+        inputs.append(residual)
+    if form not in _MATMULS:
+        raise ValueError("a gated matmul needs a residual (the forms are: plain, norm, add, gated + add)")
+    inputs.append(packed.tiles)
+    if packed.scale is not None:
+        inputs.append(packed.scale)
     result = jax.ShapeDtypeStruct((x.shape[0], packed.columns), jnp.float32)
-    if packed.scale is None:
-        return jax.ffi.ffi_call("smallcoder_matmul_f32", result)(x, packed.tiles)
-    return jax.ffi.ffi_call("smallcoder_matmul_s8", result)(x, packed.tiles, packed.scale)
+    return jax.ffi.ffi_call(f"smallcoder_matmul{form}_{'f32' if packed.scale is None else 's8'}", result)(*inputs)
 
 
 def attention(query, key_cache, value_cache, start, index):

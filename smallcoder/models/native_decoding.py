@@ -2,8 +2,9 @@
 
 The same math as `SmallCoderBackbone.call_with_cache` for one new token per
 row, with the projections, the output projection and attention run by the
-custom calls; norms, RoPE and the embedding lookup stay the Keras layers'
-own. `decode_weights` packs the kernels outside the decoding loop: q|k|v
+custom calls, the norms, SwiGLU's gating and the residual adds fused into
+the products; RoPE, the cache writes and the embedding lookup stay the Keras
+layers' own. `decode_weights` packs the kernels outside the decoding loop: q|k|v
 and gate|up concatenated, so that a block runs four products. Float32
 kernels and Keras int8 kernels without activation quantization
 (`smallcoder.models.quantization.quantize_weights`) are supported;
@@ -149,6 +150,13 @@ class PackedWeights:
         return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+def _norm(layer):
+    """A keras.layers.RMSNormalization as `matmul`'s `norm`: (gamma, epsilon)."""
+    from keras import ops
+
+    return ops.convert_to_tensor(layer.scale), layer.epsilon
+
+
 def decode_step(backbone, weights, token_ids, cache, index, start_index):
     """Logits of one new token per row, and the cache with its key and value written.
 
@@ -176,15 +184,15 @@ def decode_step(backbone, weights, token_ids, cache, index, start_index):
     new_cache = []
     for block, w, (key_cache, value_cache) in zip(backbone.transformer_layers, blocks, cache):
         rope = block.attention.rotary_embedding
-        qkv = matmul(block.pre_attention_norm(x), w.qkv)  # (B, (N + 2K) H)
+        qkv = matmul(x, w.qkv, norm=_norm(block.pre_attention_norm))  # (B, (N + 2K) H)
         query = rope(qkv[:, : N * H].reshape(batch, 1, N, H), positions=positions)
         key = rope(qkv[:, N * H : (N + K) * H].reshape(batch, 1, K, H), positions=positions)
         value = qkv[:, (N + K) * H :]
         key_cache = ops.slice_update(key_cache, [0, index, 0], key.reshape(batch * K, 1, H))
         value_cache = ops.slice_update(value_cache, [0, index, 0], value.reshape(batch * K, 1, H))
         attended = attention(query.reshape(batch, N, H), key_cache, value_cache, start_index, index)  # (B, N, H)
-        x = x + matmul(attended.reshape(batch, N * H), w.output)
-        gate, up = jnp.split(matmul(block.pre_feedforward_norm(x), w.gate_up), 2, axis=-1)  # (B, F) each
-        x = x + matmul(ops.silu(gate) * up, w.down)
+        x = matmul(attended.reshape(batch, N * H), w.output, residual=x)
+        gate_up = matmul(x, w.gate_up, norm=_norm(block.pre_feedforward_norm))  # (B, 2F)
+        x = matmul(gate_up, w.down, gated=True, residual=x)
         new_cache.append((key_cache, value_cache))
-    return matmul(backbone.final_norm(x), head), tuple(new_cache)
+    return matmul(x, head, norm=_norm(backbone.final_norm)), tuple(new_cache)

@@ -44,6 +44,37 @@ def test_matmul_equals_numpy_for_float32_and_int8_kernels(rows, inputs, columns)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+# Row lengths with and without an 8-lane tail; one row and a batch.
+@pytest.mark.parametrize("rows, inputs, columns", [(1, 768, 48), (5, 37, 21)])
+def test_fused_matmuls_equal_keras_norm_swiglu_and_residual(rows, inputs, columns):
+    kernels = _kernels_or_skip()
+    from keras import ops
+
+    rng = np.random.default_rng(inputs)
+    x = rng.standard_normal((rows, inputs)).astype("float32") * 3
+    gate_up = rng.standard_normal((rows, 2 * inputs)).astype("float32") * 3
+    residual = rng.standard_normal((rows, columns)).astype("float32")
+    w = rng.standard_normal((inputs, columns)).astype("float32")
+    q = rng.integers(-127, 128, (inputs, columns)).astype("int8")
+    scale = rng.uniform(50, 200, columns).astype("float32")
+    norm = keras.layers.RMSNormalization(epsilon=1e-5)
+    norm.build((rows, inputs))
+    norm.scale.assign(rng.uniform(0.5, 1.5, inputs).astype("float32"))
+    normed = np.asarray(norm(x), "float64")
+    gated = np.asarray(ops.silu(gate_up[:, :inputs]) * gate_up[:, inputs:], "float64")
+    for packed, kernel in ((kernels.pack(w), w), (kernels.pack(q, scale), q / scale)):
+        cases = {
+            "norm": (kernels.matmul(x, packed, norm=(norm.scale, norm.epsilon)), normed @ kernel),
+            "add": (kernels.matmul(x, packed, residual=residual), residual + x @ kernel),
+            "gated add": (kernels.matmul(gate_up, packed, gated=True, residual=residual), residual + gated @ kernel),
+        }
+        for name, (got, expected) in cases.items():
+            np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-5 * np.abs(expected).max(),
+                                       err_msg=name)
+    with pytest.raises(ValueError, match="needs a residual"):
+        kernels.matmul(gate_up, kernels.pack(w), gated=True)
+
+
 def test_attention_reads_each_rows_span_with_grouped_heads():
     kernels = _kernels_or_skip()
     rng = np.random.default_rng(0)
