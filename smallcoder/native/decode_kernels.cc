@@ -263,8 +263,9 @@ const float* fused_input(const Fusion& fusion, const float* x, int64_t M, int64_
 // === Matmul over packed weight tiles ===
 //
 // A tile is 16 output columns of W for all K inputs, stored (K, 16) and
-// contiguous. One row of x: the tile's four quarters stream through 8
-// accumulators side by side. Several rows: the tile is taken KB inputs at a time
+// contiguous. One row of x: a thread's tiles are read as four streams side
+// by side, each running through a quarter of them (`four_tiles`); a chunk of
+// fewer than four tiles reads each tile's quarters side by side. Several rows: the tile is taken KB inputs at a time
 // (int8 converted to float32 once per block into a small buffer) and a
 // register block of up to 6 rows x 16 columns runs over it, so each weight
 // is read from memory once and multiplied 12 times per load pair.
@@ -302,6 +303,38 @@ void one_row_tile(const float* x, const W* tile, int64_t K, float* out) {
   }
   store(out, (a0 + b0) + (c0 + d0));
   store(out + 8, (a1 + b1) + (c1 + d1));
+}
+
+// Four tiles at once, `stride` weights apart: out (4, 16) = x (1, K) @ each. A
+// thread's chunk of tiles is contiguous, so four streams, each running through
+// a quarter of the chunk from one tile into the next, are four long sequential
+// reads: in a two-thread read of the 303M step's packed weights 1.14-1.32x the
+// plain one-stream read, against 1.09-1.16x for the quarters of one tile
+// (whose streams restart every 12 KB); 2-core EPYC, paired rounds.
+template <typename W>
+void four_tiles(const float* x, const W* w, int64_t K, int64_t stride, float* out) {
+  v8f a0 = broadcast(0), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
+  const W *wa = w, *wb = w + stride, *wc = w + 2 * stride, *wd = w + 3 * stride;
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t i = k * kTile;
+    v8f xk = broadcast(x[k]);
+    a0 += xk * load_weights(wa + i);
+    a1 += xk * load_weights(wa + i + 8);
+    b0 += xk * load_weights(wb + i);
+    b1 += xk * load_weights(wb + i + 8);
+    c0 += xk * load_weights(wc + i);
+    c1 += xk * load_weights(wc + i + 8);
+    d0 += xk * load_weights(wd + i);
+    d1 += xk * load_weights(wd + i + 8);
+  }
+  store(out, a0);
+  store(out + 8, a1);
+  store(out + 16, b0);
+  store(out + 24, b1);
+  store(out + 32, c0);
+  store(out + 40, c1);
+  store(out + 48, d0);
+  store(out + 56, d1);
 }
 
 // acc (R, 16) += x (R rows, stride ldx) [:, 0:kb] @ panel (kb, 16), prefetching
@@ -377,30 +410,44 @@ void rows_tile(const float* x, int64_t M, const W* tile, const W* tile_end, int6
   }
 }
 
+// y[:, tile t] from its accumulators acc (M, 16): divided by scale if given, plus residual (M, N) if given.
+inline void write_tile(const float* acc, const float* scale, const float* residual, float* y, int64_t M, int64_t N,
+                       int64_t t) {
+  int64_t n0 = t * kTile, width = N - n0 < kTile ? N - n0 : kTile;
+  for (int64_t m = 0; m < M; ++m) {
+    float* out = y + m * N + n0;
+    const float* in = acc + m * kTile;
+    if (scale) {
+      for (int64_t j = 0; j < width; ++j) out[j] = in[j] / scale[n0 + j];
+    } else {
+      memcpy(out, in, sizeof(float) * width);
+    }
+    if (residual) {
+      for (int64_t j = 0; j < width; ++j) out[j] += residual[m * N + n0 + j];
+    }
+  }
+}
+
 // y[:, tiles t0..t1) of x @ W (divided by scale if given), plus residual (M, N) if given.
 template <typename W>
 void matmul_tiles(const float* x, const W* w, const float* scale, const float* residual, float* y, int64_t M,
                   int64_t K, int64_t N, int64_t t0, int64_t t1, float* acc, float* buffer) {
+  const int64_t size = K * kTile;
+  if (M == 1) {
+    const int64_t quarter = (t1 - t0) / 4;
+    for (int64_t t = t0; t < t0 + quarter; ++t) {
+      four_tiles(x, w + t * size, K, quarter * size, acc);
+      for (int64_t s = 0; s < 4; ++s) write_tile(acc + s * kTile, scale, residual, y, 1, N, t + s * quarter);
+    }
+    for (int64_t t = t0 + 4 * quarter; t < t1; ++t) {
+      one_row_tile(x, w + t * size, K, acc);
+      write_tile(acc, scale, residual, y, 1, N, t);
+    }
+    return;
+  }
   for (int64_t t = t0; t < t1; ++t) {
-    const W* tile = w + t * K * kTile;
-    if (M == 1) {
-      one_row_tile(x, tile, K, acc);
-    } else {
-      rows_tile(x, M, tile, w + t1 * K * kTile, K, acc, buffer);
-    }
-    int64_t n0 = t * kTile, width = N - n0 < kTile ? N - n0 : kTile;
-    for (int64_t m = 0; m < M; ++m) {
-      float* out = y + m * N + n0;
-      const float* in = acc + m * kTile;
-      if (scale) {
-        for (int64_t j = 0; j < width; ++j) out[j] = in[j] / scale[n0 + j];
-      } else {
-        memcpy(out, in, sizeof(float) * width);
-      }
-      if (residual) {
-        for (int64_t j = 0; j < width; ++j) out[j] += residual[m * N + n0 + j];
-      }
-    }
+    rows_tile(x, M, w + t * size, w + t1 * size, K, acc, buffer);
+    write_tile(acc, scale, residual, y, M, N, t);
   }
 }
 

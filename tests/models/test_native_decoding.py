@@ -24,10 +24,11 @@ def _kernels_or_skip():
 
 
 # Shapes with tails: columns not a multiple of the 16-wide tile, rows around the 6-row register block,
-# one row with inputs not a multiple of its four streams (and fewer than four).
+# one row with inputs not a multiple of its four streams (and fewer than four), one row over enough tiles
+# that a thread's chunk runs as four streams of tiles with some left over (150 tiles, the last partial).
 @pytest.mark.parametrize("rows, inputs, columns",
-                         [(1, 768, 3072), (1, 38, 21), (1, 3, 5), (16, 96, 40), (7, 37, 21), (13, 130, 33),
-                          (16, 300, 50)])
+                         [(1, 768, 3072), (1, 38, 21), (1, 3, 5), (1, 37, 2390), (16, 96, 40), (7, 37, 21),
+                          (13, 130, 33), (16, 300, 50)])
 def test_matmul_equals_numpy_for_float32_and_int8_kernels(rows, inputs, columns):
     kernels = _kernels_or_skip()
     rng = np.random.default_rng(rows)
