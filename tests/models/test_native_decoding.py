@@ -45,8 +45,8 @@ def test_matmul_equals_numpy_for_float32_and_int8_kernels(rows, inputs, columns)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
-# Row lengths with and without an 8-lane tail; one row and a batch.
-@pytest.mark.parametrize("rows, inputs, columns", [(1, 768, 48), (5, 37, 21)])
+# Row lengths with and without an 8-lane tail; one row over 150 tiles (four tiles side by side) and a batch.
+@pytest.mark.parametrize("rows, inputs, columns", [(1, 768, 2390), (5, 37, 21)])
 def test_fused_matmuls_equal_keras_norm_swiglu_and_residual(rows, inputs, columns):
     kernels = _kernels_or_skip()
     from keras import ops
