@@ -237,10 +237,13 @@ def _side(make_step, framework="jax"):
 
     `rss_increase_bytes` is the RSS high-water mark during build + first
     step minus the RSS before: the side's own weights, optimizer state and
-    step memory, without what the other side already holds.
+    step memory, without what the other side already holds (0 when a tiny
+    model fits in memory the allocator already held).
     """
-    before = report.current_rss_bytes()
+    # Reset first, then read: memory freed between the two would otherwise
+    # leave the high-water mark below `before` (a negative increase).
     report.reset_peak_rss()
+    before = report.current_rss_bytes()
     step = make_step()
     start = time.perf_counter()
     first_loss = step()

@@ -24,7 +24,8 @@ def test_bench_train_reports_tokens_per_s_mfu_and_memory_for_both_sides(backend)
         figures = r[side]
         assert len(figures["step_s"]) == 1
         assert figures["tokens_per_s"] > 0 and 0 < figures["mfu"]
-        assert figures["peak_rss_bytes"] >= figures["rss_increase_bytes"] > 0
+        # >= 0, not > 0: in a warm test process a tiny model may fit in memory the allocator already held.
+        assert figures["peak_rss_bytes"] >= figures["rss_increase_bytes"] >= 0 and figures["peak_rss_bytes"] > 0
         assert 7 < figures["first_loss"] < 10  # ln(4096) = 8.3 for random weights
     assert r["ratio_tokens_per_s"] == r["ours"]["tokens_per_s"] / r["hf"]["tokens_per_s"]
     if memory:
