@@ -10,6 +10,16 @@ from smallcoder.models.implementation import resolve_implementation, uses_jax_ke
 from smallcoder.models.quantization import is_quantized
 
 
+
+def fresh_initializer(initializer):
+    """A copy of `initializer` that draws its own values.
+
+    A Keras 3 initializer made without a seed fixes one at construction, so
+    one instance shared by several layers gives equal kernels of equal
+    shapes (key and value, SwiGLU's gate and up were equal at init).
+    """
+    return initializer.__class__.from_config(initializer.get_config())
+
 class SmallCoderAttention(keras.layers.Layer):
     """Causal self-attention of a LLaMA block (no biases).
 
@@ -69,7 +79,7 @@ class SmallCoderAttention(keras.layers.Layer):
             return keras.layers.EinsumDense(
                 equation,
                 output_shape=shape,
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=fresh_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name=name,
             )

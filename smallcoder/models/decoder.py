@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from smallcoder import compat
-from smallcoder.models.attention import SmallCoderAttention
+from smallcoder.models.attention import SmallCoderAttention, fresh_initializer
 from smallcoder.models.quantization import is_quantized
 
 
@@ -52,7 +52,8 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
         common = {"dtype": self.dtype_policy}
-        dense = {"use_bias": False, "kernel_initializer": self.kernel_initializer, **common}
+        def dense():
+            return {"use_bias": False, "kernel_initializer": fresh_initializer(self.kernel_initializer), **common}
 
         # === Layers ===
         self.pre_attention_norm = keras.layers.RMSNormalization(
@@ -75,13 +76,13 @@ class SmallCoderDecoderBlock(keras.layers.Layer):
         )
         self.pre_feedforward_norm.build(input_shape)
         # Kernels: gate and intermediate (D, F); output (F, D).
-        self.feedforward_gate = keras.layers.Dense(self.intermediate_dim, name="feedforward_gate", **dense)
+        self.feedforward_gate = keras.layers.Dense(self.intermediate_dim, name="feedforward_gate", **dense())
         self.feedforward_gate.build(input_shape)
         self.feedforward_intermediate = keras.layers.Dense(
-            self.intermediate_dim, name="feedforward_intermediate", **dense
+            self.intermediate_dim, name="feedforward_intermediate", **dense()
         )
         self.feedforward_intermediate.build(input_shape)
-        self.feedforward_output = keras.layers.Dense(hidden_dim, name="feedforward_output", **dense)
+        self.feedforward_output = keras.layers.Dense(hidden_dim, name="feedforward_output", **dense())
         self.feedforward_output.build((None, None, self.intermediate_dim))
 
         # === Kernels of `call` ===

@@ -74,3 +74,21 @@ def test_packed_documents_match_each_document_alone(causal_lm):
 def test_grouped_heads_require_a_divisor():
     with pytest.raises(ValueError, match="multiple of num_key_value_heads"):
         SmallCoderBackbone(**{**SMALL, "num_key_value_heads": 3})
+
+
+def test_fresh_kernels_of_equal_shape_are_drawn_apart_and_a_seed_reproduces_them():
+    # key / value and SwiGLU's gate / up have equal shapes; one shared unseeded initializer made them equal.
+    def build():
+        keras.utils.set_random_seed(3)
+        return SmallCoderBackbone(vocabulary_size=64, num_layers=2, num_query_heads=4, num_key_value_heads=4,
+                                  hidden_dim=32, intermediate_dim=48, max_sequence_length=16)
+
+    backbone = build()
+    kernels = [np.asarray(w) for w in backbone.weights if w.path.endswith("kernel")]
+    assert len(kernels) == 2 * 7
+    for i, a in enumerate(kernels):
+        for b in kernels[i + 1:]:
+            assert a.shape != b.shape or not np.array_equal(a, b)
+    again = build()
+    for a, b in zip(backbone.weights, again.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
