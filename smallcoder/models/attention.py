@@ -10,7 +10,6 @@ from smallcoder.models.implementation import resolve_implementation, uses_jax_ke
 from smallcoder.models.quantization import is_quantized
 
 
-
 def fresh_initializer(initializer):
     """A copy of `initializer` that draws its own values.
 
