@@ -3,18 +3,19 @@
 The C++ source is `smallcoder/native/decode_kernels.cc`, built at install
 into the extension `smallcoder._decode_kernels` (optional: where it does not
 build, or the CPU lacks AVX2/FMA, or JAX runs on a GPU/TPU, `available()` is
-False and decoding uses XLA's own dots). Three kernels:
+False and decoding uses XLA's own dots). Two calls:
 
+- `decoder_block(...)`: a whole decoder block for one new token per row in
+  one call (its products, RoPE, the cache writes, attention over each row's
+  valid span only, the norms, SwiGLU and the residual adds), so that the
+  memory bus does not idle between XLA ops.
 - `matmul(x, packed)`: x (M, K) float32 @ a packed kernel, float32 or int8
-  with per-output-channel scales (Keras' int8 layout: w = q / scale). Reads
-  each weight once per call at close to memory bandwidth for one row, and
-  keeps a 6 x 16 block of rows x columns in registers for more rows. It can
-  take the RMSNorm before it, SwiGLU's gating before it and a residual
-  add after it, so that a decoder block runs no XLA op between its products.
-- `attention(...)`: one new query per row over the valid span of the KV cache
-  only (XLA reads the whole, length-bucketed cache).
+  with per-output-channel scales (Keras' int8 layout: w = q / scale),
+  optionally after an RMSNorm (the final norm and the output projection).
 
-`pack` lays a (K, N) kernel out as (ceil(N/16), K, 16): 16 output columns per
+Both read each weight once per call at close to memory bandwidth for one row,
+and keep a 6 x 16 block of rows x columns in registers for more rows. `pack`
+lays a (K, N) kernel out as (ceil(N/16), K, 16): 16 output columns per
 contiguous tile. The targets are registered with XLA on the first
 `available()` call, not on import.
 """
@@ -23,8 +24,8 @@ import functools
 from typing import NamedTuple
 
 TILE = 16
-_MATMULS = ("", "_norm", "_add", "_gated_add")  # the fused forms `matmul` picks from
-_TARGETS = tuple(f"smallcoder_matmul{form}_{w}" for form in _MATMULS for w in ("f32", "s8")) + ("smallcoder_attention",)
+_TARGETS = ("smallcoder_matmul_f32", "smallcoder_matmul_s8", "smallcoder_matmul_norm_f32", "smallcoder_matmul_norm_s8",
+            "smallcoder_decoder_block")
 
 
 class PackedKernel(NamedTuple):
@@ -105,52 +106,60 @@ def pack(kernel, scale=None):
     return PackedKernel(jnp.transpose(kernel.reshape(inputs, tiles, TILE), (1, 0, 2)), scale, columns)
 
 
-def matmul(x, packed, norm=None, gated=False, residual=None):
-    """x float32 (M, K) @ the packed kernel: float32 (M, N), with what comes before and after it fused.
+def matmul(x, packed, norm=None):
+    """x float32 (M, K) @ the packed kernel: float32 (M, N).
 
     Args:
         norm: `(gamma (K,), epsilon)`: multiply `x * rsqrt(mean(x^2) + epsilon)
             * gamma` (keras.layers.RMSNormalization) instead of x.
-        gated: x is (M, 2K), gate | up: multiply `silu(gate) * up` (SwiGLU).
-        residual: float32 (M, N), added to the product.
     """
     import jax
     import jax.numpy as jnp
 
-    if norm is not None and gated:
-        raise ValueError("matmul fuses a norm or a gate before the product, not both")
-    form = "_norm" if norm is not None else "_gated" if gated else ""
     inputs = [x]
     if norm is not None:
         inputs += [jnp.asarray(norm[0], jnp.float32), jnp.asarray(norm[1], jnp.float32)]
-    if residual is not None:
-        form += "_add"
-        inputs.append(residual)
-    if form not in _MATMULS:
-        raise ValueError("a gated matmul needs a residual (the forms are: plain, norm, add, gated + add)")
     inputs.append(packed.tiles)
     if packed.scale is not None:
         inputs.append(packed.scale)
+    form = "_norm" if norm is not None else ""
     result = jax.ShapeDtypeStruct((x.shape[0], packed.columns), jnp.float32)
     return jax.ffi.ffi_call(f"smallcoder_matmul{form}_{'f32' if packed.scale is None else 's8'}", result)(*inputs)
 
 
-def attention(query, key_cache, value_cache, start, index):
-    """Softmax attention of one new query per row over cache positions start[b] .. index.
+def decoder_block(x, cos, sin, key_cache, value_cache, start, index, attention_norm, qkv, output,
+                  feedforward_norm, gate_up, down):
+    """A decoder block for one new token per row, in one call: `(y, key_cache, value_cache)`.
+
+    y = x1 + SwiGLU(rms_norm(x1)) with x1 = x + attention(rms_norm(x)): the
+    products on the packed kernels (each float32 or int8), RoPE with the given
+    tables, the new key and value written at `index` of the caches (in
+    place: the caches are aliased from input to output), attention over
+    positions start[b] .. index.
 
     Args:
-        query: float32 (B, N, H), not yet scaled by 1/sqrt(H).
-        key_cache, value_cache: float32 (B*K, S, H), N a multiple of K
-            (query head n reads KV head n // (N / K), as `cached_attention`).
-        start: int32 (B,), each row's first valid cache position.
-        index: int32 scalar, the last valid position (the new token's).
-
-    Returns:
-        float32 (B, N, H).
+        x: float32 (B, D).
+        cos, sin: float32 (B, H), RoPE's tables at each row's position.
+        key_cache, value_cache: float32 (B*K, S, H).
+        start: int32 (B,); index: int32 scalar.
+        attention_norm, feedforward_norm: `(gamma (D,), epsilon)`.
+        qkv, output, gate_up, down: `PackedKernel`s of (D, (N + 2K) H),
+            (N H, D), (D, 2F) (gate | up) and (F, D).
     """
     import jax
     import jax.numpy as jnp
 
-    result = jax.ShapeDtypeStruct(query.shape, jnp.float32)
-    return jax.ffi.ffi_call("smallcoder_attention", result)(
-        query, key_cache, value_cache, jnp.asarray(start, jnp.int32), jnp.asarray(index, jnp.int32))
+    def packed(kernel):
+        scale = jnp.zeros((0,), jnp.float32) if kernel.scale is None else kernel.scale
+        return [kernel.tiles, scale]
+
+    def norm(gamma_epsilon):
+        return [jnp.asarray(gamma_epsilon[0], jnp.float32), jnp.asarray(gamma_epsilon[1], jnp.float32)]
+
+    inputs = [x, cos, sin, key_cache, value_cache, jnp.asarray(start, jnp.int32), jnp.asarray(index, jnp.int32),
+              *norm(attention_norm), *norm(feedforward_norm)]
+    for kernel in (qkv, output, gate_up, down):
+        inputs += packed(kernel)
+    results = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(key_cache.shape, jnp.float32),
+               jax.ShapeDtypeStruct(value_cache.shape, jnp.float32))
+    return jax.ffi.ffi_call("smallcoder_decoder_block", results, input_output_aliases={3: 1, 4: 2})(*inputs)

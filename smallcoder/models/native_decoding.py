@@ -1,13 +1,14 @@
 """One decoding step on the native kernels (`decode_kernels`): JAX on x86-64 CPUs.
 
 The same math as `SmallCoderBackbone.call_with_cache` for one new token per
-row, with the projections, the output projection and attention run by the
-custom calls, the norms, SwiGLU's gating and the residual adds fused into
-the products; RoPE, the cache writes and the embedding lookup stay the Keras
-layers' own. `decode_weights` packs the kernels outside the decoding loop: q|k|v
-and gate|up concatenated, so that a block runs four products. Float32
+row: each decoder block is one `decoder_block` call (its products, RoPE,
+the cache writes, attention, the norms, SwiGLU and the residual adds), the
+final norm and the output projection one `matmul`; the embedding lookup and
+RoPE's cos/sin tables (once per step, for every block) stay the Keras
+layers' own. `decode_weights` packs the kernels outside the decoding loop:
+q|k|v and gate|up concatenated, so that a block runs four products. Float32
 kernels and Keras int8 kernels without activation quantization
-(`smallcoder.models.quantization.quantize_weights`) are supported;
+(`SmallCoderCausalLM.quantize_for_generation`) are supported;
 `supports(backbone)` says whether a model's layers all are.
 `PackedWeights` keeps the packed kernels from one `generate` call to the
 next while the weights stay the same.
@@ -172,27 +173,22 @@ def decode_step(backbone, weights, token_ids, cache, index, start_index):
         `(logits float32 (B, V), cache)`.
     """
     import jax.numpy as jnp
-    from keras import ops
 
-    from smallcoder.models.decode_kernels import attention, matmul
+    from smallcoder import compat
+    from smallcoder.models.decode_kernels import decoder_block, matmul
 
     blocks, head = weights
     batch = token_ids.shape[0]
-    N, K, H = backbone.num_query_heads, backbone.num_key_value_heads, backbone.head_dim
     positions = jnp.maximum(index - start_index, 0)[:, None]  # (B, 1)
+    # Every block's RotaryEmbedding is built from the same backbone arguments: one table for all.
+    rope = backbone.transformer_layers[0].attention.rotary_embedding
+    cos, sin = compat.rope_cos_sin(rope, jnp.zeros((batch, 1, 1, backbone.head_dim)), positions)
+    cos, sin = cos.reshape(batch, -1), sin.reshape(batch, -1)  # (B, H)
     x = backbone.token_embedding(token_ids[:, None])[:, 0]  # (B, D)
     new_cache = []
     for block, w, (key_cache, value_cache) in zip(backbone.transformer_layers, blocks, cache):
-        rope = block.attention.rotary_embedding
-        qkv = matmul(x, w.qkv, norm=_norm(block.pre_attention_norm))  # (B, (N + 2K) H)
-        query = rope(qkv[:, : N * H].reshape(batch, 1, N, H), positions=positions)
-        key = rope(qkv[:, N * H : (N + K) * H].reshape(batch, 1, K, H), positions=positions)
-        value = qkv[:, (N + K) * H :]
-        key_cache = ops.slice_update(key_cache, [0, index, 0], key.reshape(batch * K, 1, H))
-        value_cache = ops.slice_update(value_cache, [0, index, 0], value.reshape(batch * K, 1, H))
-        attended = attention(query.reshape(batch, N, H), key_cache, value_cache, start_index, index)  # (B, N, H)
-        x = matmul(attended.reshape(batch, N * H), w.output, residual=x)
-        gate_up = matmul(x, w.gate_up, norm=_norm(block.pre_feedforward_norm))  # (B, 2F)
-        x = matmul(gate_up, w.down, gated=True, residual=x)
+        x, key_cache, value_cache = decoder_block(
+            x, cos, sin, key_cache, value_cache, start_index, index, _norm(block.pre_attention_norm), w.qkv,
+            w.output, _norm(block.pre_feedforward_norm), w.gate_up, w.down)
         new_cache.append((key_cache, value_cache))
     return matmul(x, head, norm=_norm(backbone.final_norm)), tuple(new_cache)

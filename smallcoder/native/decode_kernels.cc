@@ -3,20 +3,19 @@
 // Decoding reads every weight once per step for a handful of rows, so it is
 // bound by memory bandwidth (one row) or by multiply-adds on rows kept in
 // registers (16 rows). XLA:CPU's own dots run these shapes far below either
-// limit, and read int8 kernels at well under 1 GB/s (docs/models.md). Two
-// kernels, registered through XLA's typed FFI (its stable C ABI, vendored in
+// limit, and read int8 kernels at well under 1 GB/s (docs/models.md). The
+// targets, registered through XLA's typed FFI (its stable C ABI, vendored in
 // xla_ffi_c_api.h), run on XLA's intra-op thread pool:
 //
-//   smallcoder_matmul_f32   y (M, N) = x (M, K) @ W, W packed as (N/16, K, 16) float32
-//   smallcoder_matmul_s8    the same with W int8 and y divided by scale (N)
-//                           (Keras' int8 kernels: w = q / scale, per output channel)
-//   ..._norm_{f32,s8}       y = rms_norm(x) @ W (x * rsqrt(mean(x^2) + eps) * gamma)
-//   ..._add_{f32,s8}        y = r + x @ W (a residual connection)
-//   ..._gated_add_{f32,s8}  y = r + (silu(x[:, :K]) * x[:, K:]) @ W (SwiGLU's output)
-//                           (the fused forms save a decoder block 11 small XLA ops:
-//                           generate 1.5 % faster at batch 1, 2.6 % at batch 16)
-//   smallcoder_attention    softmax attention of one new query per row over the
-//                           valid span [start_b, index] of a (B*K, S, H) KV cache
+//   smallcoder_decoder_block  a whole decoder block for one new token per row:
+//                             RMSNorm, q|k|v, RoPE, the cache writes, attention
+//                             over each row's valid span, the output projection,
+//                             RMSNorm, SwiGLU and the residual adds (float32 or
+//                             int8 kernels, each on its own)
+//   smallcoder_matmul_f32     y (M, N) = x (M, K) @ W, W packed as (N/16, K, 16) float32
+//   smallcoder_matmul_s8      the same with W int8 and y divided by scale (N)
+//                             (Keras' int8 kernels: w = q / scale, per output channel)
+//   ..._norm_{f32,s8}         y = rms_norm(x) @ W (the final norm and output projection)
 //
 // The packed layout makes every tile of 16 output columns one contiguous
 // stream. x86-64 with AVX2 and FMA only; `smallcoder_decode_kernels_supported`
@@ -221,26 +220,22 @@ inline v8f exp8(v8f x) {
   return reinterpret_cast<v8f>(_mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
-// === What a fused matmul multiplies: x as given, RMS-normalised, or gated ===
+// === What a product multiplies: x as given, RMS-normalised, or gated ===
 
-struct Fusion {
-  bool norm;   // inputs: x, gamma (K), eps (scalar), ...
-  bool gated;  // x is (M, 2K): gate | up
-  bool add;    // inputs: ..., residual (M, N), then W
-};
+enum class Input { kPlain, kNorm, kGated };  // gated: x is (M, 2K), gate | up
 
 // The rows the tiles multiply, (M, K): `x` itself, or computed into `buffer`
-// by the calling thread before the tiles run (a few microseconds per row).
+// by each thread before its tiles run (a few microseconds per row).
 // Normalised as keras.layers.RMSNormalization (x * rsqrt(mean(x^2) + eps) *
 // gamma); gated as the decoder block's SwiGLU (silu(gate) * up).
-const float* fused_input(const Fusion& fusion, const float* x, int64_t M, int64_t K, const float* gamma, float eps,
+const float* fused_input(Input input, const float* x, int64_t M, int64_t K, const float* gamma, float eps,
                          std::vector<float>& buffer) {
-  if (!fusion.norm && !fusion.gated) return x;
+  if (input == Input::kPlain) return x;
   buffer.resize(M * K);
   const int64_t K8 = K - K % 8;
   for (int64_t m = 0; m < M; ++m) {
     float* out = buffer.data() + m * K;
-    if (fusion.norm) {
+    if (input == Input::kNorm) {
       const float* row = x + m * K;
       v8f squares = broadcast(0);
       for (int64_t k = 0; k < K8; k += 8) squares += load(row + k) * load(row + k);
@@ -452,54 +447,51 @@ void matmul_tiles(const float* x, const W* w, const float* scale, const float* r
 }
 
 // Per-thread scratch: accumulators of up to kMaxRows rows, one converted
-// panel, and the calling thread's fused input (`fused_input`).
+// panel, and the thread's fused input (`fused_input`).
 constexpr int64_t kMaxRows = 256;
 thread_local float t_acc[kMaxRows * kTile];
 thread_local float t_buffer[kBlock * kTile];
 thread_local std::vector<float> t_input;
 
-// Inputs in order: x; gamma and eps (fusion.norm); residual (fusion.add); packed w; scale (int8).
+// Inputs in order: x; gamma and eps (norm); packed w; scale (int8).
 template <typename W>
-XLA_FFI_Error* matmul(XLA_FFI_CallFrame* frame, XLA_FFI_DataType wtype, bool scaled, Fusion fusion) {
+XLA_FFI_Error* matmul(XLA_FFI_CallFrame* frame, XLA_FFI_DataType wtype, bool scaled, bool norm) {
   const XLA_FFI_Api* api = frame->api;
   int i = 0;
   XLA_FFI_Buffer* x = arg(frame, i++);
-  XLA_FFI_Buffer* gamma = fusion.norm ? arg(frame, i++) : nullptr;
-  XLA_FFI_Buffer* eps = fusion.norm ? arg(frame, i++) : nullptr;
-  XLA_FFI_Buffer* r = fusion.add ? arg(frame, i++) : nullptr;
+  XLA_FFI_Buffer* gamma = norm ? arg(frame, i++) : nullptr;
+  XLA_FFI_Buffer* eps = norm ? arg(frame, i++) : nullptr;
   XLA_FFI_Buffer* w = arg(frame, i++);
   XLA_FFI_Buffer* s = scaled ? arg(frame, i++) : nullptr;
   XLA_FFI_Buffer* y = ret(frame, 0);
   if (!is(x, XLA_FFI_DataType_F32, 2) || !is(w, wtype, 3) || !is(y, XLA_FFI_DataType_F32, 2) ||
-      (scaled && !is(s, XLA_FFI_DataType_F32, 1)) || (fusion.norm && !is(gamma, XLA_FFI_DataType_F32, 1)) ||
-      (fusion.norm && !is(eps, XLA_FFI_DataType_F32, 0)) || (fusion.add && !is(r, XLA_FFI_DataType_F32, 2)))
-    return make_error(api, "smallcoder matmul: expected x f32 (M, K or 2K gated), [gamma f32 (K), eps f32 scalar], "
-                           "[residual f32 (M, N)], packed w (T, K, 16), [scale f32 (N)], y f32 (M, N)");
+      (scaled && !is(s, XLA_FFI_DataType_F32, 1)) || (norm && !is(gamma, XLA_FFI_DataType_F32, 1)) ||
+      (norm && !is(eps, XLA_FFI_DataType_F32, 0)))
+    return make_error(api, "smallcoder matmul: expected x f32 (M, K), [gamma f32 (K), eps f32 scalar], "
+                           "packed w (T, K, 16), [scale f32 (N)], y f32 (M, N)");
   int64_t M = x->dims[0], K = w->dims[1], T = w->dims[0], N = y->dims[1];
-  if (x->dims[1] != (fusion.gated ? 2 * K : K) || w->dims[2] != kTile || y->dims[0] != M || N > T * kTile ||
-      N <= (T - 1) * kTile || (scaled && s->dims[0] < N) || (fusion.norm && gamma->dims[0] != K) ||
-      (fusion.add && (r->dims[0] != M || r->dims[1] != N)))
-    return make_error(api, "smallcoder matmul: shapes of x, gamma, residual, packed w, scale and y do not agree");
+  if (x->dims[1] != K || w->dims[2] != kTile || y->dims[0] != M || N > T * kTile || N <= (T - 1) * kTile ||
+      (scaled && s->dims[0] < N) || (norm && gamma->dims[0] != K))
+    return make_error(api, "smallcoder matmul: shapes of x, gamma, packed w, scale and y do not agree");
   if (M > kMaxRows) return make_error(api, "smallcoder matmul: more than 256 rows (use XLA's dot for prefill)");
-  const float* xp = fused_input(fusion, static_cast<const float*>(x->data), M, K,
-                                fusion.norm ? static_cast<const float*>(gamma->data) : nullptr,
-                                fusion.norm ? *static_cast<const float*>(eps->data) : 0.0f, t_input);
-  const float* rp = fusion.add ? static_cast<const float*>(r->data) : nullptr;
+  const float* xp = fused_input(norm ? Input::kNorm : Input::kPlain, static_cast<const float*>(x->data), M, K,
+                                norm ? static_cast<const float*>(gamma->data) : nullptr,
+                                norm ? *static_cast<const float*>(eps->data) : 0.0f, t_input);
   const W* wp = static_cast<const W*>(w->data);
   const float* sp = scaled ? static_cast<const float*>(s->data) : nullptr;
   float* yp = static_cast<float*>(y->data);
   parallel_for(frame, T, [=](int64_t t0, int64_t t1) {
-    matmul_tiles(xp, wp, sp, rp, yp, M, K, N, t0, t1, t_acc, t_buffer);
+    matmul_tiles(xp, wp, sp, nullptr, yp, M, K, N, t0, t1, t_acc, t_buffer);
   });
   return nullptr;
 }
 
 // === Attention of one new query per row over the cache ===
 //
-// query (B, N, H), key and value caches (B*Kv, S, H), start (B) int32,
-// index int32 scalar; out (B, N, H). Row b, KV head k attends with its G =
-// N / Kv query heads (heads k*G .. k*G+G-1, as `cached_attention` groups
-// them) to cache positions start[b] .. index. Scores and softmax in float32.
+// One KV head's G query heads (G x H, consecutive) over `length` cached keys
+// and values (length x H each): out (G x H). Scores and softmax in float32.
+// The decoder block calls it for cache row (b, k) with query heads k*G ..
+// k*G+G-1 (as `cached_attention` groups them) over positions start[b] .. index.
 
 void attend(const float* q, const float* keys, const float* values, int64_t length, int64_t G, int64_t H,
             float* scores, float* out) {
@@ -555,40 +547,254 @@ float* scores_buffer(int64_t size) {
   return t_scores;
 }
 
-XLA_FFI_Error* attention(XLA_FFI_CallFrame* frame) {
-  const XLA_FFI_Api* api = frame->api;
-  XLA_FFI_Buffer *q = arg(frame, 0), *kc = arg(frame, 1), *vc = arg(frame, 2), *st = arg(frame, 3),
-                 *ix = arg(frame, 4), *o = ret(frame, 0);
-  if (!is(q, XLA_FFI_DataType_F32, 3) || !is(kc, XLA_FFI_DataType_F32, 3) || !is(vc, XLA_FFI_DataType_F32, 3) ||
-      !is(st, XLA_FFI_DataType_S32, 1) || !is(ix, XLA_FFI_DataType_S32, 0) || !is(o, XLA_FFI_DataType_F32, 3))
-    return make_error(api, "smallcoder attention: expected query f32 (B, N, H), key and value caches f32 "
-                           "(B*K, S, H), start int32 (B), index int32 scalar, out f32 (B, N, H)");
-  int64_t B = q->dims[0], N = q->dims[1], H = q->dims[2], rows = kc->dims[0], S = kc->dims[1];
-  if (B == 0 || rows % B || N % (rows / B) || kc->dims[2] != H || vc->dims[0] != rows || vc->dims[1] != S ||
-      vc->dims[2] != H || st->dims[0] != B || o->dims[0] != B || o->dims[1] != N || o->dims[2] != H)
-    return make_error(api, "smallcoder attention: shapes of query, caches, start and out do not agree");
-  int64_t Kv = rows / B, G = N / Kv;
-  int32_t index = *static_cast<const int32_t*>(ix->data);
-  if (index < 0 || index >= S) return make_error(api, "smallcoder attention: index outside the cache");
-  const float *qp = static_cast<const float*>(q->data), *kp = static_cast<const float*>(kc->data),
-              *vp = static_cast<const float*>(vc->data);
-  const int32_t* start = static_cast<const int32_t*>(st->data);
-  float* op = static_cast<float*>(o->data);
-  parallel_for(frame, rows, [=](int64_t r0, int64_t r1) {
+// === A decoder block in one call ===
+//
+// Called op by op, a batch-1 block of the 303M model was five custom calls
+// and XLA's RoPE and cache writes between them: the memory bus idled between
+// the calls, 1.4-1.7 ms of a 42 ms step (a profile of the jitted step: gaps
+// between one call's last weight read and the next call's first, the longest
+// around the RoPE ops). `smallcoder_decoder_block` runs the whole block as
+// phases on one team of threads (as ggml's graph compute runs a graph):
+//
+//   0  qkv (B, (N + 2Kv) H) = rms_norm(x) @ Wqkv                      (tiles)
+//   1  per cache row (b, k): RoPE of its G query heads and its key, the key
+//      and value written at `index`, attention over start[b] .. index    (rows)
+//   2  x1 = x + attended @ Wo                                            (tiles)
+//   3  gate_up (B, 2F) = rms_norm(x1) @ Wgu                              (tiles)
+//   4  y = x1 + (silu(gate) * up) @ Wd                                   (tiles)
+//
+// Each thread takes chunks of a phase (guided, as parallel_for) and waits at
+// the phase's end for the others; a phase's fused input (norm, gate) is
+// computed by each thread for itself (a few microseconds) rather than behind
+// one more barrier.
+
+// Phases of work shared by the calling thread and helpers on XLA's pool.
+template <typename Program>
+struct Team {
+  Program program;
+  int64_t share;
+  std::atomic<int64_t> next[Program::kPhases], done[Program::kPhases];
+  std::atomic<int> holders{1}, active{0};
+  std::atomic<bool> closed{false};
+
+  Team(const Program& p, int64_t threads) : program(p), share(2 * threads) {
+    for (int i = 0; i < Program::kPhases; ++i) next[i] = 0, done[i] = 0;
+  }
+
+  void run() {
+    for (int p = 0; p < Program::kPhases; ++p) {
+      const int64_t count = program.count(p);
+      int64_t begin = next[p].load(std::memory_order_relaxed), end;
+      if (begin < count) {
+        program.enter(p);
+        for (;;) {
+          do {
+            if (begin >= count) break;
+            int64_t chunk = (count - begin) / share;
+            end = begin + (chunk > 1 ? chunk : 1);
+          } while (!next[p].compare_exchange_weak(begin, end, std::memory_order_relaxed));
+          if (begin >= count) break;
+          program.run(p, begin, end);
+          done[p].fetch_add(end - begin, std::memory_order_acq_rel);
+          begin = next[p].load(std::memory_order_relaxed);
+        }
+      }
+      for (int spins = 0; done[p].load(std::memory_order_acquire) < count; ++spins) {
+        if (spins > 256) std::this_thread::yield();
+      }
+    }
+  }
+  void release() {
+    if (holders.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+  // A helper that starts after the caller closed the team leaves at once: the
+  // caller's buffers may be gone. The caller waits for helpers still inside.
+  static void helper(void* self) {
+    auto* team = static_cast<Team*>(self);
+    team->active.fetch_add(1, std::memory_order_seq_cst);
+    if (!team->closed.load(std::memory_order_seq_cst)) team->run();
+    team->active.fetch_sub(1, std::memory_order_release);
+    team->release();
+  }
+};
+
+template <typename Program>
+void run_team(XLA_FFI_CallFrame* frame, const Program& program) {
+  int64_t threads = pool_threads(frame);
+  auto* team = new Team<Program>(program, threads);
+  for (int64_t t = 1; t < threads; ++t) {
+    team->holders.fetch_add(1, std::memory_order_relaxed);
+    XLA_FFI_ThreadPool_Schedule_Args args;
+    memset(&args, 0, sizeof(args));
+    args.struct_size = XLA_FFI_ThreadPool_Schedule_Args_STRUCT_SIZE;
+    args.ctx = frame->ctx;
+    args.task = &Team<Program>::helper;
+    args.data = team;
+    if (XLA_FFI_Error* error = frame->api->XLA_FFI_ThreadPool_Schedule(&args)) {
+      discard(frame->api, error);
+      team->holders.fetch_sub(1, std::memory_order_relaxed);
+      break;
+    }
+  }
+  team->run();
+  team->closed.store(true, std::memory_order_seq_cst);
+  while (team->active.load(std::memory_order_seq_cst) > 0) std::this_thread::yield();
+  team->release();
+}
+
+// A packed kernel (T, K, 16), float32 or int8 with its scale (T * 16).
+struct Packed {
+  const void* tiles;
+  const float* scale;  // int8 only
+  int64_t T, K, N;     // N: the columns y has
+  bool int8;
+};
+
+void packed_tiles(const Packed& w, const float* x, const float* residual, float* y, int64_t M, int64_t t0,
+                  int64_t t1) {
+  if (w.int8) {
+    matmul_tiles(x, static_cast<const int8_t*>(w.tiles), w.scale, residual, y, M, w.K, w.N, t0, t1, t_acc, t_buffer);
+  } else {
+    matmul_tiles(x, static_cast<const float*>(w.tiles), nullptr, residual, y, M, w.K, w.N, t0, t1, t_acc, t_buffer);
+  }
+}
+
+// keras-hub's RotaryEmbedding: x * cos + rotate_half(x) * sin, rotate_half(x) = (-x2, x1).
+inline void rope(const float* x, const float* cos, const float* sin, int64_t H, float* out) {
+  const int64_t half = H / 2;
+  for (int64_t i = 0; i < half; ++i) out[i] = x[i] * cos[i] + (-x[i + half]) * sin[i];
+  for (int64_t i = half; i < H; ++i) out[i] = x[i] * cos[i] + x[i - half] * sin[i];
+}
+
+thread_local std::vector<float> t_query;
+
+struct DecoderBlock {
+  static constexpr int kPhases = 5;
+  int64_t B, D, N, Kv, G, H, S, F;
+  int32_t index;
+  const int32_t* start;
+  const float *x, *cos, *sin, *gamma1, *gamma2;
+  float eps1, eps2;
+  float *keys, *values;
+  Packed qkv, out, gate_up, down;
+  float *qkv_rows, *attended, *x1, *gate_up_rows, *y;  // (B, (N + 2Kv) H), (B, N H), (B, D), (B, 2F), (B, D)
+
+  int64_t count(int p) const {
+    switch (p) {
+      case 0: return qkv.T;
+      case 1: return B * Kv;
+      case 2: return out.T;
+      case 3: return gate_up.T;
+      default: return down.T;
+    }
+  }
+  // This thread's input rows for phase p (norm or gate computed into t_input).
+  void enter(int p) const {
+    if (p == 0) fused_input(Input::kNorm, x, B, D, gamma1, eps1, t_input);
+    if (p == 3) fused_input(Input::kNorm, x1, B, D, gamma2, eps2, t_input);
+    if (p == 4) fused_input(Input::kGated, gate_up_rows, B, F, nullptr, 0.0f, t_input);
+  }
+  void run(int p, int64_t begin, int64_t end) const {
+    switch (p) {
+      case 0: return packed_tiles(qkv, t_input.data(), nullptr, qkv_rows, B, begin, end);
+      case 1: return attend_rows(begin, end);
+      case 2: return packed_tiles(out, attended, x, x1, B, begin, end);
+      case 3: return packed_tiles(gate_up, t_input.data(), nullptr, gate_up_rows, B, begin, end);
+      default: return packed_tiles(down, t_input.data(), x1, y, B, begin, end);
+    }
+  }
+  void attend_rows(int64_t r0, int64_t r1) const {
+    const int64_t width = (N + 2 * Kv) * H;
+    t_query.resize(G * H);
     float* scores = scores_buffer(G * (S + 8));
     for (int64_t r = r0; r < r1; ++r) {
-      int64_t b = r / Kv, k = r % Kv;
-      int64_t first = start[b] < 0 ? 0 : start[b];
-      int64_t length = index - first + 1;
-      float* out = op + (b * N + k * G) * H;
+      const int64_t b = r / Kv, k = r % Kv;
+      const float *row = qkv_rows + b * width, *c = cos + b * H, *s = sin + b * H;
+      for (int64_t g = 0; g < G; ++g) rope(row + (k * G + g) * H, c, s, H, t_query.data() + g * H);
+      rope(row + (N + k) * H, c, s, H, keys + (r * S + index) * H);
+      memcpy(values + (r * S + index) * H, row + (N + Kv + k) * H, sizeof(float) * H);
+      const int64_t first = start[b] < 0 ? 0 : start[b], length = index - first + 1;
+      float* o = attended + (b * N + k * G) * H;
       if (length <= 0) {
-        memset(out, 0, sizeof(float) * G * H);
+        memset(o, 0, sizeof(float) * G * H);
         continue;
       }
-      attend(qp + (b * N + k * G) * H, kp + (r * S + first) * H, vp + (r * S + first) * H, length, G, H, scores,
-             out);
+      attend(t_query.data(), keys + (r * S + first) * H, values + (r * S + first) * H, length, G, H, scores, o);
     }
-  });
+  }
+};
+
+bool packed_arg(XLA_FFI_CallFrame* frame, int i, int64_t K, int64_t N, Packed* w) {
+  XLA_FFI_Buffer *tiles = arg(frame, i), *scale = arg(frame, i + 1);
+  bool int8 = is(tiles, XLA_FFI_DataType_S8, 3);
+  if (!(int8 || is(tiles, XLA_FFI_DataType_F32, 3)) || !is(scale, XLA_FFI_DataType_F32, 1)) return false;
+  int64_t T = tiles->dims[0];
+  if (tiles->dims[1] != K || tiles->dims[2] != kTile || N > T * kTile || N <= (T - 1) * kTile) return false;
+  if (int8 && scale->dims[0] < N) return false;
+  *w = {tiles->data, int8 ? static_cast<const float*>(scale->data) : nullptr, T, K, N, int8};
+  return true;
+}
+
+thread_local std::vector<float> t_block;  // the calling thread's shared rows: qkv, attended, x1, gate_up
+
+// Inputs: x (B, D); cos, sin (B, H); key and value caches (B*Kv, S, H) (aliased to outputs 1 and 2); start
+// int32 (B); index int32; gamma1 (D), eps1, gamma2 (D), eps2; then for qkv, output, gate_up, down: the packed
+// tiles (float32 or int8) and the scale (float32 (T * 16) for int8, (0,) for float32). Outputs: y (B, D), caches.
+XLA_FFI_Error* decoder_block(XLA_FFI_CallFrame* frame) {
+  const XLA_FFI_Api* api = frame->api;
+  XLA_FFI_Buffer *x = arg(frame, 0), *cos = arg(frame, 1), *sin = arg(frame, 2), *kc = arg(frame, 3),
+                 *vc = arg(frame, 4), *st = arg(frame, 5), *ix = arg(frame, 6), *g1 = arg(frame, 7),
+                 *e1 = arg(frame, 8), *g2 = arg(frame, 9), *e2 = arg(frame, 10);
+  XLA_FFI_Buffer *y = ret(frame, 0), *ko = ret(frame, 1), *vo = ret(frame, 2);
+  const char* layout = "smallcoder decoder_block: expected x f32 (B, D), cos and sin f32 (B, H), key and value "
+                       "caches f32 (B*Kv, S, H), start int32 (B), index int32, gammas f32 (D) with eps f32 scalars, "
+                       "packed qkv, output, gate_up and down kernels with their scales, y f32 (B, D)";
+  if (!is(x, XLA_FFI_DataType_F32, 2) || !is(cos, XLA_FFI_DataType_F32, 2) || !is(sin, XLA_FFI_DataType_F32, 2) ||
+      !is(kc, XLA_FFI_DataType_F32, 3) || !is(vc, XLA_FFI_DataType_F32, 3) || !is(st, XLA_FFI_DataType_S32, 1) ||
+      !is(ix, XLA_FFI_DataType_S32, 0) || !is(g1, XLA_FFI_DataType_F32, 1) || !is(e1, XLA_FFI_DataType_F32, 0) ||
+      !is(g2, XLA_FFI_DataType_F32, 1) || !is(e2, XLA_FFI_DataType_F32, 0) || !is(y, XLA_FFI_DataType_F32, 2) ||
+      !is(ko, XLA_FFI_DataType_F32, 3) || !is(vo, XLA_FFI_DataType_F32, 3))
+    return make_error(api, layout);
+  DecoderBlock block;
+  block.B = x->dims[0], block.D = x->dims[1], block.H = cos->dims[1], block.S = kc->dims[1];
+  const int64_t B = block.B, D = block.D, H = block.H, rows = kc->dims[0];
+  XLA_FFI_Buffer* out_tiles = arg(frame, 13);
+  XLA_FFI_Buffer* down_tiles = arg(frame, 17);
+  if (B == 0 || H % 2 || rows % B || out_tiles == nullptr || out_tiles->rank != 3 || down_tiles == nullptr ||
+      down_tiles->rank != 3)
+    return make_error(api, layout);
+  block.Kv = rows / B, block.N = out_tiles->dims[1] / H, block.F = down_tiles->dims[1];
+  const int64_t N = block.N, Kv = block.Kv, S = block.S;
+  if (N * H != out_tiles->dims[1] || N % Kv || cos->dims[0] != B || sin->dims[0] != B || sin->dims[1] != H ||
+      kc->dims[2] != H || vc->dims[0] != rows || vc->dims[1] != S || vc->dims[2] != H || st->dims[0] != B ||
+      g1->dims[0] != D || g2->dims[0] != D || y->dims[0] != B || y->dims[1] != D ||
+      !packed_arg(frame, 11, D, (N + 2 * Kv) * H, &block.qkv) || !packed_arg(frame, 13, N * H, D, &block.out) ||
+      !packed_arg(frame, 15, D, 2 * block.F, &block.gate_up) || !packed_arg(frame, 17, block.F, D, &block.down))
+    return make_error(api, "smallcoder decoder_block: shapes of x, cos, sin, caches, start, gammas, the packed "
+                           "kernels (qkv (D, (N + 2Kv) H), output (N H, D), gate_up (D, 2F), down (F, D)) and y "
+                           "do not agree");
+  if (B > kMaxRows) return make_error(api, "smallcoder decoder_block: more than 256 rows");
+  block.G = N / Kv;
+  block.index = *static_cast<const int32_t*>(ix->data);
+  if (block.index < 0 || block.index >= S) return make_error(api, "smallcoder decoder_block: index outside the cache");
+  // The caches are aliased in and out; should XLA hand separate buffers, the call copies them first.
+  const size_t cache_bytes = sizeof(float) * rows * S * H;
+  if (ko->data != kc->data) memcpy(ko->data, kc->data, cache_bytes);
+  if (vo->data != vc->data) memcpy(vo->data, vc->data, cache_bytes);
+  block.keys = static_cast<float*>(ko->data), block.values = static_cast<float*>(vo->data);
+  block.start = static_cast<const int32_t*>(st->data);
+  block.x = static_cast<const float*>(x->data), block.cos = static_cast<const float*>(cos->data);
+  block.sin = static_cast<const float*>(sin->data);
+  block.gamma1 = static_cast<const float*>(g1->data), block.eps1 = *static_cast<const float*>(e1->data);
+  block.gamma2 = static_cast<const float*>(g2->data), block.eps2 = *static_cast<const float*>(e2->data);
+  const int64_t width = (N + 2 * Kv) * H;
+  t_block.resize(B * (width + N * H + D + 2 * block.F));
+  block.qkv_rows = t_block.data();
+  block.attended = block.qkv_rows + B * width;
+  block.x1 = block.attended + B * N * H;
+  block.gate_up_rows = block.x1 + B * D;
+  block.y = static_cast<float*>(y->data);
+  run_team(frame, block);
   return nullptr;
 }
 
@@ -612,22 +818,21 @@ bool cpu_supported() { return false; }
 EXPORT int smallcoder_decode_kernels_supported() { return cpu_supported() ? 1 : 0; }
 
 // The matmul targets: `suffix`, then _f32 (float32 W) and _s8 (int8 W with scales).
-#define MATMUL_TARGETS(suffix, norm, gated, add)                                             \
+#define MATMUL_TARGETS(suffix, norm)                                                         \
   EXPORT XLA_FFI_Error* smallcoder_matmul##suffix##_f32(XLA_FFI_CallFrame* frame) {          \
     if (answered_metadata(frame) || frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return nullptr; \
-    return DISPATCH((matmul<float>(frame, XLA_FFI_DataType_F32, false, {norm, gated, add})));   \
+    return DISPATCH((matmul<float>(frame, XLA_FFI_DataType_F32, false, norm)));                \
   }                                                                                          \
   EXPORT XLA_FFI_Error* smallcoder_matmul##suffix##_s8(XLA_FFI_CallFrame* frame) {           \
     if (answered_metadata(frame) || frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return nullptr; \
-    return DISPATCH((matmul<int8_t>(frame, XLA_FFI_DataType_S8, true, {norm, gated, add})));    \
+    return DISPATCH((matmul<int8_t>(frame, XLA_FFI_DataType_S8, true, norm)));                 \
   }
 
-MATMUL_TARGETS(, false, false, false)
-MATMUL_TARGETS(_norm, true, false, false)
-MATMUL_TARGETS(_add, false, false, true)
-MATMUL_TARGETS(_gated_add, false, true, true)
+MATMUL_TARGETS(, false)
+MATMUL_TARGETS(_norm, true)
 
-EXPORT XLA_FFI_Error* smallcoder_attention(XLA_FFI_CallFrame* frame) {
+EXPORT XLA_FFI_Error* smallcoder_decoder_block(XLA_FFI_CallFrame* frame) {
   if (answered_metadata(frame) || frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return nullptr;
-  return DISPATCH(attention(frame));
+  return DISPATCH(decoder_block(frame));
 }
+

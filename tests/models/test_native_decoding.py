@@ -45,53 +45,62 @@ def test_matmul_equals_numpy_for_float32_and_int8_kernels(rows, inputs, columns)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
-# Row lengths with and without an 8-lane tail; one row over 150 tiles (four tiles side by side) and a batch.
-@pytest.mark.parametrize("rows, inputs, columns", [(1, 768, 2390), (5, 37, 21)])
-def test_fused_matmuls_equal_keras_norm_swiglu_and_residual(rows, inputs, columns):
+def _block_model(hidden_dim, intermediate_dim, weights):
+    keras.utils.set_random_seed(hidden_dim)
+    backbone = SmallCoderBackbone(
+        vocabulary_size=64, num_layers=1, num_query_heads=4, num_key_value_heads=2, hidden_dim=hidden_dim,
+        intermediate_dim=intermediate_dim, max_sequence_length=64, initializer_range=0.3,
+    )  # fmt: skip
+    rng = np.random.default_rng(hidden_dim)
+    block = backbone.transformer_layers[0]
+    for norm in (block.pre_attention_norm, block.pre_feedforward_norm):
+        norm.scale.assign(rng.uniform(0.5, 1.5, hidden_dim).astype("float32"))
+    lm = SmallCoderCausalLM(backbone)
+    if weights == "int8":
+        lm.quantize_for_generation("int8")  # weight-only: the kernels read the int8 kernels
+    return backbone
+
+
+# Head sizes with an 8-lane tail (20, 260); a ragged batch of 3 (rows starting at 0, 4 and 11, grouped query
+# heads), and one row wide enough that threads read chunks of four tiles side by side, some left over, in
+# every product (65 tiles of the model width with the residual added, 150 of gate | up; the tests' 8 host
+# devices make chunks small).
+@pytest.mark.parametrize("batch, hidden_dim, intermediate_dim", [(3, 80, 72), (1, 1040, 1195)])
+@pytest.mark.parametrize("weights", ["float32", "int8"])
+def test_decoder_block_equals_the_keras_block_with_its_cache(batch, hidden_dim, intermediate_dim, weights):
     kernels = _kernels_or_skip()
     from keras import ops
 
-    rng = np.random.default_rng(inputs)
-    x = rng.standard_normal((rows, inputs)).astype("float32") * 3
-    gate_up = rng.standard_normal((rows, 2 * inputs)).astype("float32") * 3
-    residual = rng.standard_normal((rows, columns)).astype("float32")
-    w = rng.standard_normal((inputs, columns)).astype("float32")
-    q = rng.integers(-127, 128, (inputs, columns)).astype("int8")
-    scale = rng.uniform(50, 200, columns).astype("float32")
-    norm = keras.layers.RMSNormalization(epsilon=1e-5)
-    norm.build((rows, inputs))
-    norm.scale.assign(rng.uniform(0.5, 1.5, inputs).astype("float32"))
-    normed = np.asarray(norm(x), "float64")
-    gated = np.asarray(ops.silu(gate_up[:, :inputs]) * gate_up[:, inputs:], "float64")
-    for packed, kernel in ((kernels.pack(w), w), (kernels.pack(q, scale), q / scale)):
-        cases = {
-            "norm": (kernels.matmul(x, packed, norm=(norm.scale, norm.epsilon)), normed @ kernel),
-            "add": (kernels.matmul(x, packed, residual=residual), residual + x @ kernel),
-            "gated add": (kernels.matmul(gate_up, packed, gated=True, residual=residual), residual + gated @ kernel),
-        }
-        for name, (got, expected) in cases.items():
-            np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-5 * np.abs(expected).max(),
-                                       err_msg=name)
-    with pytest.raises(ValueError, match="needs a residual"):
-        kernels.matmul(gate_up, kernels.pack(w), gated=True)
+    from smallcoder import compat
+    from smallcoder.models.native_decoding import _norm, decode_weights
 
+    backbone = _block_model(hidden_dim, intermediate_dim, weights)
+    block, (weights_of_blocks, _) = backbone.transformer_layers[0], decode_weights(backbone)
+    packed = weights_of_blocks[0]
+    kv_heads, head_dim = 2, hidden_dim // 4
+    length, index = 17, 12
+    start = np.asarray([0, 4, 11][:batch], "int32")
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, hidden_dim)).astype("float32")
+    cache = [rng.standard_normal((batch * kv_heads, length, head_dim)).astype("float32") for _ in range(2)]
+    positions = (index - start)[:, None]  # (B, 1)
 
-def test_attention_reads_each_rows_span_with_grouped_heads():
-    kernels = _kernels_or_skip()
-    rng = np.random.default_rng(0)
-    batch, kv_heads, groups, head_dim, length = 3, 2, 3, 20, 17  # head_dim: two 8-lane vectors and a tail
-    query = rng.standard_normal((batch, kv_heads * groups, head_dim)).astype("float32")
-    keys = rng.standard_normal((batch * kv_heads, length, head_dim)).astype("float32")
-    values = rng.standard_normal((batch * kv_heads, length, head_dim)).astype("float32")
-    start, index = np.asarray([0, 4, 11], "int32"), 12
-    got = np.asarray(kernels.attention(query, keys, values, start, np.int32(index)))
-    for b in range(batch):
-        for head in range(kv_heads * groups):
-            row = b * kv_heads + head // groups
-            k, v = keys[row, start[b] : index + 1], values[row, start[b] : index + 1]
-            scores = k @ query[b, head] / np.sqrt(head_dim)
-            p = np.exp(scores - scores.max())
-            np.testing.assert_allclose(got[b, head], p @ v / p.sum(), rtol=1e-5, atol=1e-6)
+    span = np.arange(length)
+    mask = (span >= start[:, None]) & (span <= index)  # (B, S)
+    expected, expected_cache = block.call_with_cache(x[:, None], positions, mask[:, None], tuple(cache), index)
+
+    cos, sin = (np.asarray(t).reshape(batch, head_dim) for t in compat.rope_cos_sin(
+        block.attention.rotary_embedding, np.zeros((batch, 1, 1, head_dim), "float32"), positions))
+    got, keys, values = kernels.decoder_block(
+        x, cos, sin, *cache, start, np.int32(index), _norm(block.pre_attention_norm), packed.qkv, packed.output,
+        _norm(block.pre_feedforward_norm), packed.gate_up, packed.down)
+    expected = np.asarray(expected[:, 0])
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+    for name, mine, theirs, before in zip(("key", "value"), (keys, values), expected_cache, cache):
+        mine, theirs = np.asarray(mine), np.asarray(ops.convert_to_numpy(theirs))
+        written = theirs[:, index]
+        np.testing.assert_allclose(mine[:, index], written, rtol=0, atol=1e-5 * np.abs(written).max(), err_msg=name)
+        np.testing.assert_array_equal(np.delete(mine, index, axis=1), np.delete(before, index, axis=1))
 
 
 @pytest.fixture(scope="module")
