@@ -75,47 +75,19 @@ bool is(const XLA_FFI_Buffer* b, XLA_FFI_DataType dtype, int64_t rank) {
   return b != nullptr && b->dtype == dtype && b->rank == rank;
 }
 
-// === Parallel loop on XLA's intra-op thread pool ===
+// === Work shared with XLA's intra-op thread pool ===
 //
-// Work units [0, count) are taken in chunks from an atomic counter by the
-// calling thread and by helper tasks scheduled on XLA's pool; the caller
-// returns when every unit is done. Chunks shrink as the work runs out (each
-// takes 1 / (2 x threads) of what is left, guided scheduling), so the threads
-// finish close together: with fixed eighths, one thread of two waited at the
-// end of each call, 1.0-1.3 ms of a 33 ms batch-1 step (the output
-// projection's last chunk alone was 19 MB of weights). A helper that starts
-// late finds nothing left; the shared state lives until the last holder
-// lets go of it.
-
-template <typename Body>
-struct ParallelFor {
-  Body body;
-  int64_t count, share;  // a chunk is 1 / share of the units left (at least one)
-  std::atomic<int64_t> next{0}, done{0};
-  std::atomic<int> holders{1};
-
-  void work() {
-    int64_t begin = next.load(std::memory_order_relaxed), end;
-    for (;;) {
-      do {
-        if (begin >= count) return;
-        int64_t left = count - begin, chunk = left / share;
-        end = begin + (chunk > 1 ? chunk : 1);
-      } while (!next.compare_exchange_weak(begin, end, std::memory_order_relaxed));
-      body(begin, end);
-      done.fetch_add(end - begin, std::memory_order_acq_rel);
-      begin = next.load(std::memory_order_relaxed);
-    }
-  }
-  void release() {
-    if (holders.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
-  }
-  static void helper(void* self) {
-    auto* state = static_cast<ParallelFor*>(self);
-    state->work();
-    state->release();
-  }
-};
+// A `Team` runs a program's phases on the calling thread and on helper tasks
+// scheduled on XLA's pool; each phase's work units [0, count) are taken in
+// chunks from an atomic counter, and every thread waits at the end of a phase
+// until all its units are done (the next phase reads what it wrote). Chunks
+// shrink as the work runs out (each takes 1 / (2 x threads) of what is left,
+// guided scheduling), so the threads finish close together: with fixed
+// eighths, one thread of two waited at the end of each call, 1.0-1.3 ms of a
+// 33 ms batch-1 step (the output projection's last chunk alone was 19 MB of
+// weights). A helper that starts late finds its phases done; the shared state
+// lives until the last holder lets go of it. `parallel_for` is a one-phase
+// program.
 
 // Frees an error XLA returned to us that we handle by doing without (a thread pool).
 void discard(const XLA_FFI_Api* api, XLA_FFI_Error* error) {
@@ -140,34 +112,103 @@ int64_t pool_threads(XLA_FFI_CallFrame* frame) {
   return threads < 1 ? 1 : threads;
 }
 
-template <typename Body>
-void parallel_for(XLA_FFI_CallFrame* frame, int64_t count, Body body) {
-  int64_t threads = pool_threads(frame);
-  if (threads > count) threads = count;
+// Program: kPhases, count(p) units in phase p, enter(p) (each thread, before
+// its first unit of phase p), run(p, begin, end).
+template <typename Program>
+struct Team {
+  Program program;
+  int64_t share;
+  std::atomic<int64_t> next[Program::kPhases], done[Program::kPhases];
+  std::atomic<int> holders{1}, active{0};
+  std::atomic<bool> closed{false};
+
+  Team(const Program& p, int64_t threads) : program(p), share(2 * threads) {
+    for (int i = 0; i < Program::kPhases; ++i) next[i] = 0, done[i] = 0;
+  }
+
+  void run() {
+    for (int p = 0; p < Program::kPhases; ++p) {
+      const int64_t count = program.count(p);
+      int64_t begin = next[p].load(std::memory_order_relaxed), end;
+      if (begin < count) {
+        program.enter(p);
+        for (;;) {
+          do {
+            if (begin >= count) break;
+            int64_t chunk = (count - begin) / share;
+            end = begin + (chunk > 1 ? chunk : 1);
+          } while (!next[p].compare_exchange_weak(begin, end, std::memory_order_relaxed));
+          if (begin >= count) break;
+          program.run(p, begin, end);
+          done[p].fetch_add(end - begin, std::memory_order_acq_rel);
+          begin = next[p].load(std::memory_order_relaxed);
+        }
+      }
+      for (int spins = 0; done[p].load(std::memory_order_acquire) < count; ++spins) {
+        if (spins > 256) std::this_thread::yield();
+      }
+    }
+  }
+  void release() {
+    if (holders.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+  // A helper that starts after the caller closed the team leaves at once: the
+  // caller's buffers may be gone. The caller waits for helpers still inside.
+  static void helper(void* self) {
+    auto* team = static_cast<Team*>(self);
+    team->active.fetch_add(1, std::memory_order_seq_cst);
+    if (!team->closed.load(std::memory_order_seq_cst)) team->run();
+    team->active.fetch_sub(1, std::memory_order_release);
+    team->release();
+  }
+};
+
+template <typename Program>
+void run_team(XLA_FFI_CallFrame* frame, const Program& program) {
+  int64_t threads = pool_threads(frame), most = 0;
+  for (int p = 0; p < Program::kPhases; ++p) most = program.count(p) > most ? program.count(p) : most;
+  if (threads > most) threads = most;  // no helper without a unit to take
   if (threads <= 1) {
-    body(0, count);
+    for (int p = 0; p < Program::kPhases; ++p) {
+      program.enter(p);
+      program.run(p, 0, program.count(p));
+    }
     return;
   }
-  auto* state = new ParallelFor<Body>{body, count, 2 * threads};
+  auto* team = new Team<Program>(program, threads);
   for (int64_t t = 1; t < threads; ++t) {
-    state->holders.fetch_add(1, std::memory_order_relaxed);
+    team->holders.fetch_add(1, std::memory_order_relaxed);
     XLA_FFI_ThreadPool_Schedule_Args args;
     memset(&args, 0, sizeof(args));
     args.struct_size = XLA_FFI_ThreadPool_Schedule_Args_STRUCT_SIZE;
     args.ctx = frame->ctx;
-    args.task = &ParallelFor<Body>::helper;
-    args.data = state;
+    args.task = &Team<Program>::helper;
+    args.data = team;
     if (XLA_FFI_Error* error = frame->api->XLA_FFI_ThreadPool_Schedule(&args)) {
       discard(frame->api, error);
-      state->holders.fetch_sub(1, std::memory_order_relaxed);
+      team->holders.fetch_sub(1, std::memory_order_relaxed);
       break;
     }
   }
-  state->work();
-  for (int spins = 0; state->done.load(std::memory_order_acquire) < count; ++spins) {
-    if (spins > 64) std::this_thread::yield();
-  }
-  state->release();
+  team->run();
+  team->closed.store(true, std::memory_order_seq_cst);
+  while (team->active.load(std::memory_order_seq_cst) > 0) std::this_thread::yield();
+  team->release();
+}
+
+template <typename Body>
+struct OnePhase {
+  static constexpr int kPhases = 1;
+  Body body;
+  int64_t units;
+  int64_t count(int) const { return units; }
+  void enter(int) const {}
+  void run(int, int64_t begin, int64_t end) const { body(begin, end); }
+};
+
+template <typename Body>
+void parallel_for(XLA_FFI_CallFrame* frame, int64_t count, Body body) {
+  run_team(frame, OnePhase<Body>{body, count});
 }
 
 }  // namespace
@@ -563,84 +604,9 @@ float* scores_buffer(int64_t size) {
 //   3  gate_up (B, 2F) = rms_norm(x1) @ Wgu                              (tiles)
 //   4  y = x1 + (silu(gate) * up) @ Wd                                   (tiles)
 //
-// Each thread takes chunks of a phase (guided, as parallel_for) and waits at
-// the phase's end for the others; a phase's fused input (norm, gate) is
-// computed by each thread for itself (a few microseconds) rather than behind
-// one more barrier.
-
-// Phases of work shared by the calling thread and helpers on XLA's pool.
-template <typename Program>
-struct Team {
-  Program program;
-  int64_t share;
-  std::atomic<int64_t> next[Program::kPhases], done[Program::kPhases];
-  std::atomic<int> holders{1}, active{0};
-  std::atomic<bool> closed{false};
-
-  Team(const Program& p, int64_t threads) : program(p), share(2 * threads) {
-    for (int i = 0; i < Program::kPhases; ++i) next[i] = 0, done[i] = 0;
-  }
-
-  void run() {
-    for (int p = 0; p < Program::kPhases; ++p) {
-      const int64_t count = program.count(p);
-      int64_t begin = next[p].load(std::memory_order_relaxed), end;
-      if (begin < count) {
-        program.enter(p);
-        for (;;) {
-          do {
-            if (begin >= count) break;
-            int64_t chunk = (count - begin) / share;
-            end = begin + (chunk > 1 ? chunk : 1);
-          } while (!next[p].compare_exchange_weak(begin, end, std::memory_order_relaxed));
-          if (begin >= count) break;
-          program.run(p, begin, end);
-          done[p].fetch_add(end - begin, std::memory_order_acq_rel);
-          begin = next[p].load(std::memory_order_relaxed);
-        }
-      }
-      for (int spins = 0; done[p].load(std::memory_order_acquire) < count; ++spins) {
-        if (spins > 256) std::this_thread::yield();
-      }
-    }
-  }
-  void release() {
-    if (holders.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
-  }
-  // A helper that starts after the caller closed the team leaves at once: the
-  // caller's buffers may be gone. The caller waits for helpers still inside.
-  static void helper(void* self) {
-    auto* team = static_cast<Team*>(self);
-    team->active.fetch_add(1, std::memory_order_seq_cst);
-    if (!team->closed.load(std::memory_order_seq_cst)) team->run();
-    team->active.fetch_sub(1, std::memory_order_release);
-    team->release();
-  }
-};
-
-template <typename Program>
-void run_team(XLA_FFI_CallFrame* frame, const Program& program) {
-  int64_t threads = pool_threads(frame);
-  auto* team = new Team<Program>(program, threads);
-  for (int64_t t = 1; t < threads; ++t) {
-    team->holders.fetch_add(1, std::memory_order_relaxed);
-    XLA_FFI_ThreadPool_Schedule_Args args;
-    memset(&args, 0, sizeof(args));
-    args.struct_size = XLA_FFI_ThreadPool_Schedule_Args_STRUCT_SIZE;
-    args.ctx = frame->ctx;
-    args.task = &Team<Program>::helper;
-    args.data = team;
-    if (XLA_FFI_Error* error = frame->api->XLA_FFI_ThreadPool_Schedule(&args)) {
-      discard(frame->api, error);
-      team->holders.fetch_sub(1, std::memory_order_relaxed);
-      break;
-    }
-  }
-  team->run();
-  team->closed.store(true, std::memory_order_seq_cst);
-  while (team->active.load(std::memory_order_seq_cst) > 0) std::this_thread::yield();
-  team->release();
-}
+// The phases run as a `Team`; a phase's fused input (norm, gate) is computed
+// by each thread for itself (a few microseconds) rather than behind one more
+// barrier.
 
 // A packed kernel (T, K, 16), float32 or int8 with its scale (T * 16).
 struct Packed {
