@@ -19,6 +19,7 @@ def fresh_initializer(initializer):
     """
     return initializer.__class__.from_config(initializer.get_config())
 
+
 class SmallCoderAttention(keras.layers.Layer):
     """Causal self-attention of a LLaMA block (no biases).
 

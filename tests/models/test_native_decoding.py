@@ -45,6 +45,25 @@ def test_matmul_equals_numpy_for_float32_and_int8_kernels(rows, inputs, columns)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+# The final norm and the output projection: one row over 150 tiles (four tiles side by side), a batch; 8-lane tails.
+@pytest.mark.parametrize("rows, inputs, columns", [(1, 37, 2390), (5, 37, 21)])
+def test_matmul_after_rms_norm_equals_keras(rows, inputs, columns):
+    kernels = _kernels_or_skip()
+    rng = np.random.default_rng(inputs)
+    x = rng.standard_normal((rows, inputs)).astype("float32") * 3
+    norm = keras.layers.RMSNormalization(epsilon=1e-5)
+    norm.build((rows, inputs))
+    norm.scale.assign(rng.uniform(0.5, 1.5, inputs).astype("float32"))
+    normed = np.asarray(norm(x), "float64")
+    w = rng.standard_normal((inputs, columns)).astype("float32")
+    q = rng.integers(-127, 128, (inputs, columns)).astype("int8")
+    scale = rng.uniform(50, 200, columns).astype("float32")
+    for packed, kernel in ((kernels.pack(w), w), (kernels.pack(q, scale), q / scale)):
+        expected = normed @ kernel
+        got = np.asarray(kernels.matmul(x, packed, norm=(norm.scale, norm.epsilon)))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
 def _block_model(hidden_dim, intermediate_dim, weights):
     keras.utils.set_random_seed(hidden_dim)
     backbone = SmallCoderBackbone(
