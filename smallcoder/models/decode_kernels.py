@@ -24,8 +24,7 @@ import functools
 from typing import NamedTuple
 
 TILE = 16
-_TARGETS = ("smallcoder_matmul_f32", "smallcoder_matmul_s8", "smallcoder_matmul_norm_f32", "smallcoder_matmul_norm_s8",
-            "smallcoder_decoder_block")
+_TARGETS = ("smallcoder_matmul", "smallcoder_matmul_norm", "smallcoder_decoder_block")
 
 
 class PackedKernel(NamedTuple):
@@ -106,6 +105,13 @@ def pack(kernel, scale=None):
     return PackedKernel(jnp.transpose(kernel.reshape(inputs, tiles, TILE), (1, 0, 2)), scale, columns)
 
 
+def _packed_inputs(kernel):
+    """A `PackedKernel` as the calls take it: tiles and scale ((0,) for float32 tiles)."""
+    import jax.numpy as jnp
+
+    return [kernel.tiles, jnp.zeros((0,), jnp.float32) if kernel.scale is None else kernel.scale]
+
+
 def matmul(x, packed, norm=None):
     """x float32 (M, K) @ the packed kernel: float32 (M, N).
 
@@ -119,12 +125,9 @@ def matmul(x, packed, norm=None):
     inputs = [x]
     if norm is not None:
         inputs += [jnp.asarray(norm[0], jnp.float32), jnp.asarray(norm[1], jnp.float32)]
-    inputs.append(packed.tiles)
-    if packed.scale is not None:
-        inputs.append(packed.scale)
-    form = "_norm" if norm is not None else ""
+    inputs += _packed_inputs(packed)
     result = jax.ShapeDtypeStruct((x.shape[0], packed.columns), jnp.float32)
-    return jax.ffi.ffi_call(f"smallcoder_matmul{form}_{'f32' if packed.scale is None else 's8'}", result)(*inputs)
+    return jax.ffi.ffi_call("smallcoder_matmul_norm" if norm is not None else "smallcoder_matmul", result)(*inputs)
 
 
 def decoder_block(x, cos, sin, key_cache, value_cache, start, index, attention_norm, qkv, output,
@@ -149,17 +152,13 @@ def decoder_block(x, cos, sin, key_cache, value_cache, start, index, attention_n
     import jax
     import jax.numpy as jnp
 
-    def packed(kernel):
-        scale = jnp.zeros((0,), jnp.float32) if kernel.scale is None else kernel.scale
-        return [kernel.tiles, scale]
-
     def norm(gamma_epsilon):
         return [jnp.asarray(gamma_epsilon[0], jnp.float32), jnp.asarray(gamma_epsilon[1], jnp.float32)]
 
     inputs = [x, cos, sin, key_cache, value_cache, jnp.asarray(start, jnp.int32), jnp.asarray(index, jnp.int32),
               *norm(attention_norm), *norm(feedforward_norm)]
     for kernel in (qkv, output, gate_up, down):
-        inputs += packed(kernel)
+        inputs += _packed_inputs(kernel)
     results = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(key_cache.shape, jnp.float32),
                jax.ShapeDtypeStruct(value_cache.shape, jnp.float32))
     return jax.ffi.ffi_call("smallcoder_decoder_block", results, input_output_aliases={3: 1, 4: 2})(*inputs)

@@ -12,10 +12,10 @@
 //                             over each row's valid span, the output projection,
 //                             RMSNorm, SwiGLU and the residual adds (float32 or
 //                             int8 kernels, each on its own)
-//   smallcoder_matmul_f32     y (M, N) = x (M, K) @ W, W packed as (N/16, K, 16) float32
-//   smallcoder_matmul_s8      the same with W int8 and y divided by scale (N)
-//                             (Keras' int8 kernels: w = q / scale, per output channel)
-//   ..._norm_{f32,s8}         y = rms_norm(x) @ W (the final norm and output projection)
+//   smallcoder_matmul         y (M, N) = x (M, K) @ W, W packed as (N/16, K, 16) float32,
+//                             or int8 with y divided by scale (N) (Keras' int8 kernels:
+//                             w = q / scale, per output channel)
+//   smallcoder_matmul_norm    y = rms_norm(x) @ W (the final norm and output projection)
 //
 // The packed layout makes every tile of 16 output columns one contiguous
 // stream. x86-64 with AVX2 and FMA only; `smallcoder_decode_kernels_supported`
@@ -494,36 +494,58 @@ thread_local float t_acc[kMaxRows * kTile];
 thread_local float t_buffer[kBlock * kTile];
 thread_local std::vector<float> t_input;
 
-// Inputs in order: x; gamma and eps (norm); packed w; scale (int8).
-template <typename W>
-XLA_FFI_Error* matmul(XLA_FFI_CallFrame* frame, XLA_FFI_DataType wtype, bool scaled, bool norm) {
+// A packed kernel (T, K, 16), float32 or int8 with its scale (T * 16).
+struct Packed {
+  const void* tiles;
+  const float* scale;  // int8 only
+  int64_t T, K, N;     // N: the columns y has
+  bool int8;
+};
+
+void packed_tiles(const Packed& w, const float* x, const float* residual, float* y, int64_t M, int64_t t0,
+                  int64_t t1) {
+  if (w.int8) {
+    matmul_tiles(x, static_cast<const int8_t*>(w.tiles), w.scale, residual, y, M, w.K, w.N, t0, t1, t_acc, t_buffer);
+  } else {
+    matmul_tiles(x, static_cast<const float*>(w.tiles), nullptr, residual, y, M, w.K, w.N, t0, t1, t_acc, t_buffer);
+  }
+}
+
+// A packed kernel's two inputs at i, i + 1: tiles (T, K, 16) float32 or int8, and the scale: float32 (T * 16)
+// for int8, (0,) for float32. False unless they make a (K, N) kernel.
+bool packed_arg(XLA_FFI_CallFrame* frame, int i, int64_t K, int64_t N, Packed* w) {
+  XLA_FFI_Buffer *tiles = arg(frame, i), *scale = arg(frame, i + 1);
+  bool int8 = is(tiles, XLA_FFI_DataType_S8, 3);
+  if (!(int8 || is(tiles, XLA_FFI_DataType_F32, 3)) || !is(scale, XLA_FFI_DataType_F32, 1)) return false;
+  int64_t T = tiles->dims[0];
+  if (tiles->dims[1] != K || tiles->dims[2] != kTile || N > T * kTile || N <= (T - 1) * kTile) return false;
+  if (int8 && scale->dims[0] < N) return false;
+  *w = {tiles->data, int8 ? static_cast<const float*>(scale->data) : nullptr, T, K, N, int8};
+  return true;
+}
+
+// Inputs in order: x; gamma and eps (norm); the packed kernel's tiles and scale.
+XLA_FFI_Error* matmul(XLA_FFI_CallFrame* frame, bool norm) {
   const XLA_FFI_Api* api = frame->api;
   int i = 0;
   XLA_FFI_Buffer* x = arg(frame, i++);
   XLA_FFI_Buffer* gamma = norm ? arg(frame, i++) : nullptr;
   XLA_FFI_Buffer* eps = norm ? arg(frame, i++) : nullptr;
-  XLA_FFI_Buffer* w = arg(frame, i++);
-  XLA_FFI_Buffer* s = scaled ? arg(frame, i++) : nullptr;
   XLA_FFI_Buffer* y = ret(frame, 0);
-  if (!is(x, XLA_FFI_DataType_F32, 2) || !is(w, wtype, 3) || !is(y, XLA_FFI_DataType_F32, 2) ||
-      (scaled && !is(s, XLA_FFI_DataType_F32, 1)) || (norm && !is(gamma, XLA_FFI_DataType_F32, 1)) ||
-      (norm && !is(eps, XLA_FFI_DataType_F32, 0)))
+  Packed w;
+  if (!is(x, XLA_FFI_DataType_F32, 2) || !is(y, XLA_FFI_DataType_F32, 2) ||
+      (norm && !is(gamma, XLA_FFI_DataType_F32, 1)) || (norm && !is(eps, XLA_FFI_DataType_F32, 0)))
     return make_error(api, "smallcoder matmul: expected x f32 (M, K), [gamma f32 (K), eps f32 scalar], "
-                           "packed w (T, K, 16), [scale f32 (N)], y f32 (M, N)");
-  int64_t M = x->dims[0], K = w->dims[1], T = w->dims[0], N = y->dims[1];
-  if (x->dims[1] != K || w->dims[2] != kTile || y->dims[0] != M || N > T * kTile || N <= (T - 1) * kTile ||
-      (scaled && s->dims[0] < N) || (norm && gamma->dims[0] != K))
+                           "packed w (T, K, 16) with its scale, y f32 (M, N)");
+  int64_t M = x->dims[0], K = x->dims[1], N = y->dims[1];
+  if (y->dims[0] != M || (norm && gamma->dims[0] != K) || !packed_arg(frame, i, K, N, &w))
     return make_error(api, "smallcoder matmul: shapes of x, gamma, packed w, scale and y do not agree");
   if (M > kMaxRows) return make_error(api, "smallcoder matmul: more than 256 rows (use XLA's dot for prefill)");
   const float* xp = fused_input(norm ? Input::kNorm : Input::kPlain, static_cast<const float*>(x->data), M, K,
                                 norm ? static_cast<const float*>(gamma->data) : nullptr,
                                 norm ? *static_cast<const float*>(eps->data) : 0.0f, t_input);
-  const W* wp = static_cast<const W*>(w->data);
-  const float* sp = scaled ? static_cast<const float*>(s->data) : nullptr;
   float* yp = static_cast<float*>(y->data);
-  parallel_for(frame, T, [=](int64_t t0, int64_t t1) {
-    matmul_tiles(xp, wp, sp, nullptr, yp, M, K, N, t0, t1, t_acc, t_buffer);
-  });
+  parallel_for(frame, w.T, [=](int64_t t0, int64_t t1) { packed_tiles(w, xp, nullptr, yp, M, t0, t1); });
   return nullptr;
 }
 
@@ -608,23 +630,6 @@ float* scores_buffer(int64_t size) {
 // by each thread for itself (a few microseconds) rather than behind one more
 // barrier.
 
-// A packed kernel (T, K, 16), float32 or int8 with its scale (T * 16).
-struct Packed {
-  const void* tiles;
-  const float* scale;  // int8 only
-  int64_t T, K, N;     // N: the columns y has
-  bool int8;
-};
-
-void packed_tiles(const Packed& w, const float* x, const float* residual, float* y, int64_t M, int64_t t0,
-                  int64_t t1) {
-  if (w.int8) {
-    matmul_tiles(x, static_cast<const int8_t*>(w.tiles), w.scale, residual, y, M, w.K, w.N, t0, t1, t_acc, t_buffer);
-  } else {
-    matmul_tiles(x, static_cast<const float*>(w.tiles), nullptr, residual, y, M, w.K, w.N, t0, t1, t_acc, t_buffer);
-  }
-}
-
 // keras-hub's RotaryEmbedding: x * cos + rotate_half(x) * sin, rotate_half(x) = (-x2, x1).
 inline void rope(const float* x, const float* cos, const float* sin, int64_t H, float* out) {
   const int64_t half = H / 2;
@@ -689,17 +694,6 @@ struct DecoderBlock {
     }
   }
 };
-
-bool packed_arg(XLA_FFI_CallFrame* frame, int i, int64_t K, int64_t N, Packed* w) {
-  XLA_FFI_Buffer *tiles = arg(frame, i), *scale = arg(frame, i + 1);
-  bool int8 = is(tiles, XLA_FFI_DataType_S8, 3);
-  if (!(int8 || is(tiles, XLA_FFI_DataType_F32, 3)) || !is(scale, XLA_FFI_DataType_F32, 1)) return false;
-  int64_t T = tiles->dims[0];
-  if (tiles->dims[1] != K || tiles->dims[2] != kTile || N > T * kTile || N <= (T - 1) * kTile) return false;
-  if (int8 && scale->dims[0] < N) return false;
-  *w = {tiles->data, int8 ? static_cast<const float*>(scale->data) : nullptr, T, K, N, int8};
-  return true;
-}
 
 thread_local std::vector<float> t_block;  // the calling thread's shared rows: qkv, attended, x1, gate_up
 
@@ -783,19 +777,15 @@ bool cpu_supported() { return false; }
 
 EXPORT int smallcoder_decode_kernels_supported() { return cpu_supported() ? 1 : 0; }
 
-// The matmul targets: `suffix`, then _f32 (float32 W) and _s8 (int8 W with scales).
-#define MATMUL_TARGETS(suffix, norm)                                                         \
-  EXPORT XLA_FFI_Error* smallcoder_matmul##suffix##_f32(XLA_FFI_CallFrame* frame) {          \
-    if (answered_metadata(frame) || frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return nullptr; \
-    return DISPATCH((matmul<float>(frame, XLA_FFI_DataType_F32, false, norm)));                \
-  }                                                                                          \
-  EXPORT XLA_FFI_Error* smallcoder_matmul##suffix##_s8(XLA_FFI_CallFrame* frame) {           \
-    if (answered_metadata(frame) || frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return nullptr; \
-    return DISPATCH((matmul<int8_t>(frame, XLA_FFI_DataType_S8, true, norm)));                 \
-  }
+EXPORT XLA_FFI_Error* smallcoder_matmul(XLA_FFI_CallFrame* frame) {
+  if (answered_metadata(frame) || frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return nullptr;
+  return DISPATCH(matmul(frame, false));
+}
 
-MATMUL_TARGETS(, false)
-MATMUL_TARGETS(_norm, true)
+EXPORT XLA_FFI_Error* smallcoder_matmul_norm(XLA_FFI_CallFrame* frame) {
+  if (answered_metadata(frame) || frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return nullptr;
+  return DISPATCH(matmul(frame, true));
+}
 
 EXPORT XLA_FFI_Error* smallcoder_decoder_block(XLA_FFI_CallFrame* frame) {
   if (answered_metadata(frame) || frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return nullptr;
