@@ -70,10 +70,7 @@ def machine():
 
     info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()}
     try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            info["cpu_model"] = names[0]
+        info.update(_cpuinfo())
     except OSError:
         pass
     try:
@@ -88,6 +85,25 @@ def machine():
     except OSError:
         pass
     return info
+
+
+def _cpuinfo():
+    """The first CPU's model name, with its family / model / stepping (a model name such as "AMD EPYC"
+    stands for several generations, whose bandwidth and vector units differ) and widest vector unit."""
+    fields = {}
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if not line.strip():
+                break  # the first processor's block only
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    if "model name" not in fields:
+        return {}
+    flags = fields.get("flags", "").split()
+    widest = next((unit for unit in ("avx512f", "avx2", "sse2") if unit in flags), None)
+    return {"cpu_model": fields["model name"],
+            "cpu_id": " ".join(f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields),
+            "vector_unit": widest}
 
 
 def gib(n):
@@ -155,7 +171,7 @@ def format_generate(r):
     m, bw, mm = r["machine"], r["memory_bandwidth"], r["matmul_peak"]
     lines = [
         f"generate {r.get('preset', '')} {r['dtype']} greedy, decoding={r['decoding']}, backend={r['backend']}, "
-        f"{m.get('cpu_model', m.get('device', ''))} x {m['cpu_count']} cores "
+        f"{m.get('cpu_model', m.get('device', ''))} ({m.get('cpu_id', '?')}) x {m['cpu_count']} cores "
         f"(load {m.get('load_average', ('?',))[0]:.1f})",
         r.get("decoding_note", f"decoding: {r['decoding']}"),
         f"measured: memory bandwidth {_span(r, 'bandwidth_bytes_per_s')} GB/s "
