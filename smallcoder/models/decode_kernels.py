@@ -49,17 +49,21 @@ def _extension_path():
 
 
 @functools.cache
-def _registered():
-    """Load the extension and register its targets with XLA:CPU once; False if it cannot run here."""
+def _library():
+    """The loaded extension (ctypes), or None where it was not built."""
     import ctypes
 
+    path = _extension_path()
+    return None if path is None else ctypes.CDLL(path)
+
+
+@functools.cache
+def _registered():
+    """Load the extension and register its targets with XLA:CPU once; False if it cannot run here."""
     import jax
 
-    path = _extension_path()
-    if path is None:
-        return False
-    library = ctypes.CDLL(path)
-    if not library.smallcoder_decode_kernels_supported():
+    library = _library()
+    if library is None or not library.smallcoder_decode_kernels_supported():
         return False
     for name in _TARGETS:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
@@ -88,6 +92,18 @@ def unavailable_reason():
 def available():
     """Whether the kernels run here: the JAX backend on a CPU, x86-64 with AVX2 and FMA, the extension built."""
     return unavailable_reason() is None
+
+
+def vector_bits(bits=0):
+    """The width of the kernels' products in bits: 512 (AVX-512: 16 lanes) or 256 (AVX2); 0 where they do not run.
+
+    Args:
+        bits: 256 makes the products 8 lanes wide from now on in this process
+            on any CPU (to test or time that path on an AVX-512 machine); 512
+            asks for 16 lanes again (granted with AVX-512); 0 only asks.
+    """
+    library = _library() if available() else None
+    return 0 if library is None else library.smallcoder_decode_kernels_vector_bits(int(bits))
 
 
 def pack(kernel, scale=None):

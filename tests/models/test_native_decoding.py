@@ -23,14 +23,27 @@ def _kernels_or_skip():
     return decode_kernels
 
 
-# Shapes with tails: columns not a multiple of the 16-wide tile, rows around the 6-row register block,
-# one row with inputs not a multiple of its four streams (and fewer than four), one row over enough tiles
-# that a thread's chunk runs as four streams of tiles with some left over (150 tiles, the last partial).
+@pytest.fixture(params=[256, 512], ids=["8-lane", "16-lane"])
+def kernels(request):
+    """The kernels with their products 8 lanes wide (AVX2), then 16 (AVX-512; skipped on a CPU without)."""
+    kernels = _kernels_or_skip()
+    try:
+        if kernels.vector_bits(request.param) != request.param:
+            pytest.skip("this CPU lacks AVX-512")
+        yield kernels
+    finally:
+        kernels.vector_bits(512)  # back to the CPU's widest
+
+
+# Shapes with tails: columns not a multiple of the 16-wide tile, rows around the register blocks (6 rows
+# of one tile 8 lanes wide; 8 rows of two tiles 16 wide), one row with inputs not a multiple of its four
+# streams (and fewer than four), one row over enough tiles that a thread's chunk runs as four streams of
+# tiles with some left over (150 tiles, the last partial), and rows over enough tiles that chunks hold
+# pairs of tiles and an odd one (76 tiles; the tests' 8 host devices make chunks small).
 @pytest.mark.parametrize("rows, inputs, columns",
                          [(1, 768, 3072), (1, 38, 21), (1, 3, 5), (1, 37, 2390), (16, 96, 40), (7, 37, 21),
-                          (13, 130, 33), (16, 300, 50)])
-def test_matmul_equals_numpy_for_float32_and_int8_kernels(rows, inputs, columns):
-    kernels = _kernels_or_skip()
+                          (13, 130, 33), (16, 300, 50), (9, 130, 1210)])
+def test_matmul_equals_numpy_for_float32_and_int8_kernels(kernels, rows, inputs, columns):
     rng = np.random.default_rng(rows)
     x = rng.standard_normal((rows, inputs)).astype("float32")
     w = rng.standard_normal((inputs, columns)).astype("float32")
@@ -47,8 +60,7 @@ def test_matmul_equals_numpy_for_float32_and_int8_kernels(rows, inputs, columns)
 
 # The final norm and the output projection: one row over 150 tiles (four tiles side by side), a batch; 8-lane tails.
 @pytest.mark.parametrize("rows, inputs, columns", [(1, 37, 2390), (5, 37, 21)])
-def test_matmul_after_rms_norm_equals_keras(rows, inputs, columns):
-    kernels = _kernels_or_skip()
+def test_matmul_after_rms_norm_equals_keras(kernels, rows, inputs, columns):
     rng = np.random.default_rng(inputs)
     x = rng.standard_normal((rows, inputs)).astype("float32") * 3
     norm = keras.layers.RMSNormalization(epsilon=1e-5)
@@ -80,14 +92,14 @@ def _block_model(hidden_dim, intermediate_dim, weights):
     return backbone
 
 
-# Head sizes with an 8-lane tail (20, 260); a ragged batch of 3 (rows starting at 0, 4 and 11, grouped query
-# heads), and one row wide enough that threads read chunks of four tiles side by side, some left over, in
-# every product (65 tiles of the model width with the residual added, 150 of gate | up; the tests' 8 host
-# devices make chunks small).
-@pytest.mark.parametrize("batch, hidden_dim, intermediate_dim", [(3, 80, 72), (1, 1040, 1195)])
+# Head sizes with an 8-lane tail (20, 260, 140); a ragged batch of 3 (rows starting at 0, 4 and 11, grouped
+# query heads), also wide enough that chunks hold pairs of tiles (35-75 tiles per product), and one row wide
+# enough that threads read chunks of four tiles side by side, some left over, in every product (65 tiles of
+# the model width with the residual added, 150 of gate | up; the tests' 8 host devices make chunks small).
+@pytest.mark.parametrize("batch, hidden_dim, intermediate_dim", [(3, 80, 72), (3, 560, 600), (1, 1040, 1195)])
 @pytest.mark.parametrize("weights", ["float32", "int8"])
-def test_decoder_block_equals_the_keras_block_with_its_cache(batch, hidden_dim, intermediate_dim, weights):
-    kernels = _kernels_or_skip()
+def test_decoder_block_equals_the_keras_block_with_its_cache(kernels, batch, hidden_dim, intermediate_dim,
+                                                             weights):
     from keras import ops
 
     from smallcoder import compat
