@@ -94,6 +94,22 @@ def _limits_of_calls(around, calls):
             {**peaks[0], "flops_per_s": report.median([m["flops_per_s"] for m in peaks])})
 
 
+def _bandwidth_fractions(around, calls, times, first_s, weight_bytes):
+    """Per timed call: its decoding's weight-read rate (`weight_bytes` over its time less the median
+    1-token call's) over the larger bandwidth measured just before and just after it.
+
+    Each call against its own ruler: a shared machine's bandwidth can change between two calls of
+    the same case (a VM here switched between about 48 and 67 GB/s every few tens of seconds), and
+    the median time against the median ruler would mix the two states.
+    """
+    fractions = []
+    for i, seconds in zip(calls, times):
+        if seconds > first_s:
+            ruler = max(around[i][0]["bytes_per_s"], around[i + 1][0]["bytes_per_s"])
+            fractions.append(weight_bytes / (seconds - first_s) / ruler)
+    return fractions
+
+
 def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, repeats=2, vs_hf=False,
                    quantize=None, eval_case=True, decoding="auto"):
     """Greedy generation figures per case, alternating with HF, against the roofline.
@@ -102,7 +118,9 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
     untimed, then timed `repeats` times, the sides alternating; medians
     are reported. Prefill figures come from the 1-new-token call, decoding
     from the difference to the full call. Each case and side is compared
-    with the limits measured around its own calls (`_limits_of_calls`);
+    with the limits measured around its own calls (`_limits_of_calls`),
+    and its decoding's `bandwidth_fraction` is the median over its timed
+    calls of each against the bandwidth around it (`_bandwidth_fractions`);
     `memory_bandwidth` and `matmul_peak` are the best of the run. With
     `vs_hf`, transformers gets the same weights (through
     `smallcoder.convert.save_hf`, float32) and the greedy outputs are
@@ -192,7 +210,10 @@ def bench_generate(config, new_tokens=128, num_prompts=16, prompt_length=32, rep
             if figures["decode_tokens_per_s"]:
                 per_step = figures["decode_tokens_per_s"] / len(prompts)
                 figures["decode_weight_bytes_per_s"] = weight_bytes[side] * per_step
-                figures["bandwidth_fraction"] = figures["decode_weight_bytes_per_s"] / case_bandwidth["bytes_per_s"]
+                per_call = _bandwidth_fractions(around, calls[(side, label, new)], times[(side, label, new)], first,
+                                                weight_bytes[side] * (new - 1))
+                figures["bandwidth_fraction_per_call"] = per_call
+                figures["bandwidth_fraction"] = report.median(per_call) if per_call else None
             result.setdefault(side, {})[label] = figures
     big = f"batch_{num_prompts}"
     if quantize:

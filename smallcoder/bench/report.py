@@ -195,6 +195,10 @@ def format_generate(r):
                          f"{roof['flops_per_token'] / 1e9:11.2f} G"
                          f"  (at {roof['limits']['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, "
                          f"{roof['limits']['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s)")
+            if f.get("bandwidth_fraction") is not None and side == "ours":
+                calls = ", ".join(f"{x:.0%}" for x in f["bandwidth_fraction_per_call"])
+                lines.append(f"{'':<9}{'':<6}decoding read {f['decode_weight_bytes_per_s'] / 1e9:.1f} GB/s of weights: "
+                             f"{f['bandwidth_fraction']:.0%} of the bandwidth around each call (median; {calls})")
         if f"ratio_{label}" in r:
             decode = r.get("ratio_decode", {}).get(label)
             lines.append(f"{'':<9}ours/hf: end-to-end {r[f'ratio_{label}']:.2f}x, prefill "

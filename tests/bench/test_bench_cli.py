@@ -73,6 +73,14 @@ def test_bench_generate_reports_rates_rooflines_and_matches_hf():
             assert roofline["generate_s"] == roofline["prefill_s"] + roofline["decode_s"] > 0
             assert figures["roofline_fraction"]["generate"] == pytest.approx(
                 roofline["generate_s"] / (batch * 4 / figures["tokens_per_s"]), rel=1e-9)
+            # Each timed call's weight reads against the larger bandwidth probe just before / after it (timed
+            # calls in order: per case ours 1 and 4 tokens, then hf's; the 4-token call's probes at i, i + 1).
+            i = 1 + 4 * (label == "batch_3") + 2 * (side == "hf")
+            decode_s = figures["times_s"][0] - figures["prefill_times_s"][0]
+            if figures["decode_tokens_per_s"]:
+                expected = r["weight_bytes_per_token"] * 3 / decode_s / max(measured[i], measured[i + 1])
+                assert figures["bandwidth_fraction_per_call"] == [pytest.approx(expected, rel=1e-9)]
+                assert figures["bandwidth_fraction"] == figures["bandwidth_fraction_per_call"][0]
     assert "eval" not in r["roofline"]
     assert r["batch_speedup"] > 0 and r["ratio_batch_1"] > 0
     # Same weights (converted with save_hf), float32, greedy: same tokens.
