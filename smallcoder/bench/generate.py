@@ -99,7 +99,7 @@ def _bandwidth_fractions(around, calls, times, first_s, weight_bytes):
     1-token call's) over the larger bandwidth measured just before and just after it.
 
     Each call against its own ruler: a shared machine's bandwidth can change between two calls of
-    the same case (a VM here switched between about 48 and 67 GB/s every few tens of seconds), and
+    the same case (a VM here switched between about 48 and 65 GB/s every few tens of seconds), and
     the median time against the median ruler would mix the two states.
     """
     fractions = []
