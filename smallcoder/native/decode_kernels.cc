@@ -544,54 +544,58 @@ inline const float* as_panel(const int8_t* w, int64_t count, float* buffer) {
   return buffer;
 }
 
-// The weights stream from memory once per step, so while the register blocks
-// run over one panel the next panel (of this tile or the next) is prefetched,
-// spread over the row blocks: the hardware prefetcher alone leaves the cores
-// waiting at 16 rows (it sees bursts, not a steady stream).
-template <typename W>
-void rows_tile(const float* x, int64_t M, const W* tile, const W* tile_end, int64_t K, float* acc, float* buffer) {
-  memset(acc, 0, sizeof(float) * M * kTile);
-  const int64_t blocks = (M + kRows - 1) / kRows;
-  for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
-    int64_t kb = K - k0 < kBlock ? K - k0 : kBlock;
-    const W* next = tile + (k0 + kb) * kTile;  // the next panel: this tile's or the next tile's first
-    int64_t rest = K - k0 - kb, next_rows = rest > 0 && rest < kBlock ? rest : (K < kBlock ? K : kBlock);
-    int64_t lines = next < tile_end ? next_rows * kTile * static_cast<int64_t>(sizeof(W)) / 64 : 0;
-    int64_t per_block = (lines + blocks - 1) / blocks;
-    const float* panel = as_panel(tile + k0 * kTile, kb * kTile, buffer);
-    for (int64_t m = 0, j = 0; m < M; m += kRows, ++j) {
-      int rows = M - m < kRows ? static_cast<int>(M - m) : kRows;
-      int64_t first = j * per_block, count = lines - first < per_block ? lines - first : per_block;
-      row_block_any(rows, x + m * K + k0, K, panel, kb, acc + m * kTile,
-                    reinterpret_cast<const char*>(next) + 64 * first, count > 0 ? count : 0);
-    }
+// The register blocks as `rows_tiles` runs them: 8 lanes wide (AVX2) over one
+// tile, or 16 wide (AVX-512) over P tiles side by side.
+struct NarrowBlock {
+  static constexpr int64_t kMostRows = kRows;
+  template <typename W>
+  static const float* panel(const W* w, int64_t count, float* buffer) { return as_panel(w, count, buffer); }
+  template <int P>
+  static void run(int rows, const float* x, int64_t ldx, const float* panel, int64_t, int64_t kb, float* acc, int64_t,
+                  const char* ahead, int64_t, int64_t ahead_lines) {
+    static_assert(P == 1, "the 8-lane block runs one tile");
+    row_block_any(rows, x, ldx, panel, kb, acc, ahead, ahead_lines);
   }
-}
+};
 
-// `rows_tile` for P consecutive tiles side by side, 16 lanes wide: acc (P, M, 16).
-template <int P, typename W>
-void wide_rows_tiles(const float* x, int64_t M, const W* tile, const W* tile_end, int64_t K, float* acc,
-                     float* buffer) {
+struct WideBlock {
+  static constexpr int64_t kMostRows = kWideRows;
+  template <typename W>
+  static const float* panel(const W* w, int64_t count, float* buffer) { return wide_panel(w, count, buffer); }
+  template <int P>
+  static void run(int rows, const float* x, int64_t ldx, const float* panel, int64_t stride, int64_t kb, float* acc,
+                  int64_t acc_stride, const char* ahead, int64_t ahead_stride, int64_t ahead_lines) {
+    wide_row_block_any<P>(rows, x, ldx, panel, stride, kb, acc, acc_stride, ahead, ahead_stride, ahead_lines);
+  }
+};
+
+// acc (P, M, 16) = x (M, K) @ P consecutive tiles from `tile`, with `Block`'s
+// register blocks: as few as its registers allow, their rows as even as can be
+// (16 rows: 8 + 8 wide, 6 + 5 + 5 narrow). The weights stream from memory once
+// per step, so while the register blocks run over one panel the next panel (of
+// these tiles, or the next P tiles' first) is prefetched, spread over the row
+// blocks: the hardware prefetcher alone leaves the cores waiting at 16 rows (it
+// sees bursts, not a steady stream).
+template <typename Block, int P, typename W>
+void rows_tiles(const float* x, int64_t M, const W* tile, const W* tile_end, int64_t K, float* acc, float* buffer) {
   memset(acc, 0, sizeof(float) * P * M * kTile);
   const int64_t size = K * kTile;  // one tile
-  // As few blocks as the registers allow, their rows as even as can be (16 rows: 8 + 8).
-  const int64_t blocks = (M + kWideRows - 1) / kWideRows, block_rows = (M + blocks - 1) / blocks;
+  const int64_t blocks = (M + Block::kMostRows - 1) / Block::kMostRows, block_rows = (M + blocks - 1) / blocks;
   for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
     int64_t kb = K - k0 < kBlock ? K - k0 : kBlock;
-    // The next panels: these tiles' next, or the next P tiles' first.
     const W* next = k0 + kb < K ? tile + (k0 + kb) * kTile : tile + P * size;
     int64_t rest = K - k0 - kb, next_rows = rest > 0 && rest < kBlock ? rest : (K < kBlock ? K : kBlock);
     int64_t lines = next + (P - 1) * size < tile_end ? next_rows * kTile * static_cast<int64_t>(sizeof(W)) / 64 : 0;
     int64_t per_block = (lines + blocks - 1) / blocks;
-    const float* panel = wide_panel(tile + k0 * kTile, kb * kTile, buffer);
-    for (int p = 1; p < P; ++p) wide_panel(tile + p * size + k0 * kTile, kb * kTile, buffer + p * kBlock * kTile);
-    const int64_t stride = sizeof(W) == sizeof(float) ? size : kBlock * kTile;
+    const float* panel = Block::panel(tile + k0 * kTile, kb * kTile, buffer);
+    for (int p = 1; p < P; ++p) Block::panel(tile + p * size + k0 * kTile, kb * kTile, buffer + p * kBlock * kTile);
+    const int64_t stride = sizeof(W) == sizeof(float) ? size : kBlock * kTile;  // between the P panels
     for (int64_t m = 0, j = 0; m < M; m += block_rows, ++j) {
       int rows = static_cast<int>(M - m < block_rows ? M - m : block_rows);
       int64_t first = j * per_block, count = lines - first < per_block ? lines - first : per_block;
-      wide_row_block_any<P>(rows, x + m * K + k0, K, panel, stride, kb, acc + m * kTile, M * kTile,
-                            reinterpret_cast<const char*>(next) + 64 * first,
-                            static_cast<int64_t>(size * sizeof(W)), count > 0 ? count : 0);
+      Block::template run<P>(rows, x + m * K + k0, K, panel, stride, kb, acc + m * kTile, M * kTile,
+                             reinterpret_cast<const char*>(next) + 64 * first, static_cast<int64_t>(size * sizeof(W)),
+                             count > 0 ? count : 0);
     }
   }
 }
@@ -611,6 +615,22 @@ inline void write_tile(const float* acc, const float* scale, const float* residu
     if (residual) {
       for (int64_t j = 0; j < width; ++j) out[j] += residual[m * N + n0 + j];
     }
+  }
+}
+
+// y[:, tiles t0..t1) for several rows: P tiles at a time, then one at a time.
+template <typename Block, int P, typename W>
+void rows_matmul(const float* x, const W* w, const float* scale, const float* residual, float* y, int64_t M,
+                 int64_t K, int64_t N, int64_t t0, int64_t t1, float* acc, float* buffer) {
+  const int64_t size = K * kTile;
+  int64_t t = t0;
+  for (; t + P <= t1; t += P) {
+    rows_tiles<Block, P>(x, M, w + t * size, w + t1 * size, K, acc, buffer);
+    for (int p = 0; p < P; ++p) write_tile(acc + p * M * kTile, scale, residual, y, M, N, t + p);
+  }
+  for (; t < t1; ++t) {
+    rows_tiles<Block, 1>(x, M, w + t * size, w + t1 * size, K, acc, buffer);
+    write_tile(acc, scale, residual, y, M, N, t);
   }
 }
 
@@ -636,21 +656,10 @@ void matmul_tiles(const float* x, const W* w, const float* scale, const float* r
     }
     return;
   }
-  int64_t t = t0;
   if (wide) {
-    for (; t + kWideTiles <= t1; t += kWideTiles) {
-      wide_rows_tiles<kWideTiles>(x, M, w + t * size, w + t1 * size, K, acc, buffer);
-      for (int p = 0; p < kWideTiles; ++p) write_tile(acc + p * M * kTile, scale, residual, y, M, N, t + p);
-    }
-    for (; t < t1; ++t) {
-      wide_rows_tiles<1>(x, M, w + t * size, w + t1 * size, K, acc, buffer);
-      write_tile(acc, scale, residual, y, M, N, t);
-    }
-    return;
-  }
-  for (; t < t1; ++t) {
-    rows_tile(x, M, w + t * size, w + t1 * size, K, acc, buffer);
-    write_tile(acc, scale, residual, y, M, N, t);
+    rows_matmul<WideBlock, kWideTiles>(x, w, scale, residual, y, M, K, N, t0, t1, acc, buffer);
+  } else {
+    rows_matmul<NarrowBlock, 1>(x, w, scale, residual, y, M, K, N, t0, t1, acc, buffer);
   }
 }
 
