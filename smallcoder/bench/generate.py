@@ -82,21 +82,24 @@ def _cases(config, new_tokens, num_prompts, prompt_length, eval_case):
     return cases
 
 
+def _limits_around(around, i):
+    """`(bandwidth, matmul)` a timed call i is compared with: the larger of each measured just before and just
+    after it (`around[i]`, `around[i + 1]`)."""
+    (bw_before, mm_before), (bw_after, mm_after) = around[i], around[i + 1]
+    return (max(bw_before, bw_after, key=lambda m: m["bytes_per_s"]),
+            max(mm_before, mm_after, key=lambda m: m["flops_per_s"]))
+
+
 def _limits_of_calls(around, calls):
-    """The limits a case's runs are compared with: per call the larger of those measured just before and
-    just after it (`around[i]`, `around[i + 1]` for call i), then the median over `calls`."""
-    bandwidths, peaks = [], []
-    for i in calls:
-        (bw_before, mm_before), (bw_after, mm_after) = around[i], around[i + 1]
-        bandwidths.append(max(bw_before, bw_after, key=lambda m: m["bytes_per_s"]))
-        peaks.append(max(mm_before, mm_after, key=lambda m: m["flops_per_s"]))
+    """The limits a case's runs are compared with: per call `_limits_around`, then the median over `calls`."""
+    bandwidths, peaks = zip(*(_limits_around(around, i) for i in calls))
     return ({**bandwidths[0], "bytes_per_s": report.median([m["bytes_per_s"] for m in bandwidths])},
             {**peaks[0], "flops_per_s": report.median([m["flops_per_s"] for m in peaks])})
 
 
 def _bandwidth_fractions(around, calls, times, first_s, weight_bytes):
     """Per timed call: its decoding's weight-read rate (`weight_bytes` over its time less the median
-    1-token call's) over the larger bandwidth measured just before and just after it.
+    1-token call's) over the bandwidth around it (`_limits_around`).
 
     Each call against its own ruler: a shared machine's bandwidth can change between two calls of
     the same case (a VM here switched between about 48 and 65 GB/s every few tens of seconds), and
@@ -105,8 +108,7 @@ def _bandwidth_fractions(around, calls, times, first_s, weight_bytes):
     fractions = []
     for i, seconds in zip(calls, times):
         if seconds > first_s:
-            ruler = max(around[i][0]["bytes_per_s"], around[i + 1][0]["bytes_per_s"])
-            fractions.append(weight_bytes / (seconds - first_s) / ruler)
+            fractions.append(weight_bytes / (seconds - first_s) / _limits_around(around, i)[0]["bytes_per_s"])
     return fractions
 
 
